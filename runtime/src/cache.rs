@@ -1,0 +1,452 @@
+//! One function's cache: the call path L1 → single-flight → L2 → body, refresh and
+//! invalidation, each under the function's failure policy.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::codec::Codec;
+use crate::error::BackendError;
+use crate::invalidation::{Epochs, RegisteredCache, Snapshot};
+use crate::key::{Key, KeyBytes};
+use crate::l1::L1;
+use crate::l2::{EntryId, Observed};
+use crate::policy::{self, BackendFailureMode};
+use crate::runtime::{installed, Installed};
+use crate::single_flight::{Flights, Role};
+use crate::site::{Spec, WriteMode};
+use crate::stats::{FnStats, FunctionStats};
+
+/// Why a cached call did not produce a value.
+enum Failure<E> {
+    /// The function body returned `Err`.
+    Body(E),
+    /// L2 failed and the function's mode propagates errors.
+    Backend(BackendError),
+}
+
+/// Where a computed value goes in L2, and the state its write is conditional on.
+struct WriteBack {
+    installed: Arc<Installed>,
+    id: EntryId,
+    observed: Observed,
+}
+
+/// The answer of L2 on an L1 miss.
+enum Lookup<V> {
+    Hit(V, Option<Duration>),
+    /// Compute; then write back to L2, or keep the value in L1 only (no L2, or L2 failed).
+    Miss(Option<WriteBack>),
+}
+
+/// The cache of one `#[tiered_cached]` function. The generated code reaches it through its
+/// `Site` and calls one of the methods below.
+pub struct FnCache<V: 'static> {
+    name: &'static str,
+    version: u32,
+    mode: BackendFailureMode,
+    l2_ttl: Option<Duration>,
+    write: WriteMode,
+    codec: Option<Codec<V>>,
+    l1: L1<V>,
+    flights: Flights<V>,
+    epochs: Epochs,
+    stats: FnStats,
+}
+
+impl<V> std::fmt::Debug for FnCache<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnCache").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// `NotConfigured` is logged once per process: it is a set-up choice, not an incident.
+static WARNED_NOT_CONFIGURED: AtomicBool = AtomicBool::new(false);
+
+impl<V: Clone + Send + Sync + 'static> FnCache<V> {
+    pub(crate) fn new(name: &'static str, spec: &Spec<V>) -> Self {
+        FnCache {
+            name,
+            version: spec.version,
+            mode: spec.on_failure,
+            l2_ttl: spec.l2_ttl,
+            write: spec.write,
+            codec: spec.codec,
+            l1: L1::new(spec.l1_capacity.max(1), spec.l1_ttl),
+            flights: Flights::new(),
+            epochs: Epochs::new(),
+            stats: FnStats::default(),
+        }
+    }
+
+    /// The cached call of a function returning a plain value.
+    pub async fn call(&'static self, key: Key, body: impl Future<Output = V>) -> V {
+        match self.get(key, async { Ok::<V, std::convert::Infallible>(body.await) }, false).await {
+            Ok(value) => value,
+            Err(Failure::Body(never)) => match never {},
+            Err(Failure::Backend(_)) => unreachable!("backend errors are absorbed when not propagating"),
+        }
+    }
+
+    /// The cached call of a function returning `Result` whose mode absorbs backend errors.
+    pub async fn call_result<E>(&'static self, key: Key, body: impl Future<Output = Result<V, E>>) -> Result<V, E> {
+        self.get(key, body, false).await.map_err(|failure| match failure {
+            Failure::Body(err) => err,
+            Failure::Backend(_) => unreachable!("backend errors are absorbed when not propagating"),
+        })
+    }
+
+    /// The cached call of a function under `on_failure = "error"`.
+    pub async fn call_result_propagating<E: From<BackendError>>(
+        &'static self,
+        key: Key,
+        body: impl Future<Output = Result<V, E>>,
+    ) -> Result<V, E> {
+        self.get(key, body, true).await.map_err(Failure::into_error)
+    }
+
+    /// `refresh_<fn>` of a function returning a plain value.
+    pub async fn refresh(&'static self, key: Key, body: impl Future<Output = V>) -> V {
+        match self.recompute(key, async { Ok::<V, std::convert::Infallible>(body.await) }, false).await {
+            Ok(value) => value,
+            Err(Failure::Body(never)) => match never {},
+            Err(Failure::Backend(_)) => unreachable!("backend errors are absorbed when not propagating"),
+        }
+    }
+
+    /// `refresh_<fn>` of a function returning `Result` whose mode absorbs backend errors.
+    pub async fn refresh_result<E>(&'static self, key: Key, body: impl Future<Output = Result<V, E>>) -> Result<V, E> {
+        self.recompute(key, body, false).await.map_err(|failure| match failure {
+            Failure::Body(err) => err,
+            Failure::Backend(_) => unreachable!("backend errors are absorbed when not propagating"),
+        })
+    }
+
+    /// `refresh_<fn>` under `on_failure = "error"`.
+    pub async fn refresh_result_propagating<E: From<BackendError>>(
+        &'static self,
+        key: Key,
+        body: impl Future<Output = Result<V, E>>,
+    ) -> Result<V, E> {
+        self.recompute(key, body, true).await.map_err(Failure::into_error)
+    }
+
+    /// `invalidate_<fn>`: L2 first (tombstone), then this process's L1, so no caller can
+    /// refill L1 from the old row after this returns.
+    pub async fn invalidate(&'static self, key: Key) -> Result<(), BackendError> {
+        let key = key.0.map_err(|message| BackendError::Key {
+            function: self.name.to_owned(),
+            message,
+        })?;
+        let l2 = match self.codec {
+            None => Ok(()),
+            Some(_) => match installed() {
+                None => Err(BackendError::NotConfigured),
+                Some(installed) => {
+                    let id = installed.backend.entry_id(self.name, self.version, &key);
+                    policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
+                        installed.backend.invalidate(self.name, self.version, &id)
+                    })
+                    .await
+                }
+            },
+        };
+        self.epochs.invalidate(&key, || {
+            self.l1.remove(&key);
+            self.flights.forget(&key);
+        });
+        self.stats.invalidation();
+        self.absorb("invalidate", l2, self.mode.propagates())
+    }
+
+    /// `invalidate_all_<fn>`: a new epoch in L2 (O(1) in the number of rows), then in L1.
+    pub async fn invalidate_all(&'static self) -> Result<(), BackendError> {
+        let l2 = match self.codec {
+            None => Ok(()),
+            Some(_) => match installed() {
+                None => Err(BackendError::NotConfigured),
+                Some(installed) => {
+                    policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
+                        installed.backend.invalidate_all(self.name)
+                    })
+                    .await
+                }
+            },
+        };
+        self.epochs.invalidate_all();
+        self.flights.forget_all();
+        self.l1.clear();
+        self.stats.invalidation();
+        self.absorb("invalidate all", l2, self.mode.propagates())
+    }
+
+    async fn get<E>(
+        &'static self,
+        key: Key,
+        body: impl Future<Output = Result<V, E>>,
+        propagate: bool,
+    ) -> Result<V, Failure<E>> {
+        let key = match key.0 {
+            Ok(key) => key,
+            Err(message) => return self.uncached(message, body, propagate).await,
+        };
+        if let Some(value) = self.l1.get(&key, self.epochs.all()) {
+            self.stats.l1_hit();
+            tracing::trace!(cache = self.name, "tiered: L1 hit");
+            return Ok(value);
+        }
+        let (result, role) = self.flights.run(&key, || self.compute(&key, body, propagate)).await;
+        if role == Role::Coalesced {
+            self.stats.coalesced();
+        }
+        result
+    }
+
+    /// The leader's work on an L1 miss: L2, else the body, then the write-back.
+    async fn compute<E>(
+        &'static self,
+        key: &KeyBytes,
+        body: impl Future<Output = Result<V, E>>,
+        propagate: bool,
+    ) -> Result<V, Failure<E>> {
+        // A flight that ended between our L1 miss and joining may have filled L1.
+        if let Some(value) = self.l1.get(key, self.epochs.all()) {
+            self.stats.l1_hit();
+            return Ok(value);
+        }
+        // Taken before reading L2: an invalidation after this point refuses our L1 store.
+        let snapshot = self.epochs.snapshot(key);
+        let write_back = match self.lookup(key, propagate).await.map_err(Failure::Backend)? {
+            Lookup::Hit(value, remaining) => {
+                self.stats.l2_hit();
+                tracing::debug!(cache = self.name, "tiered: L2 hit");
+                self.store_l1(key, &value, snapshot, remaining);
+                return Ok(value);
+            }
+            Lookup::Miss(write_back) => write_back,
+        };
+        self.stats.miss();
+        tracing::debug!(cache = self.name, "tiered: miss, running the function");
+        let value = body.await.map_err(Failure::Body)?;
+        self.write_back(key, &value, snapshot, write_back, propagate)
+            .await
+            .map_err(Failure::Backend)?;
+        Ok(value)
+    }
+
+    async fn lookup(&self, key: &KeyBytes, propagate: bool) -> Result<Lookup<V>, BackendError> {
+        let Some(codec) = self.codec else {
+            return Ok(Lookup::Miss(None));
+        };
+        let Some(installed) = installed() else {
+            self.absorb("read", Err(BackendError::NotConfigured), propagate)?;
+            return Ok(Lookup::Miss(None));
+        };
+        let id = installed.backend.entry_id(self.name, self.version, key);
+        let read = policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
+            installed.backend.read(self.name, &id)
+        })
+        .await;
+        let read = match read {
+            Ok(read) => read,
+            Err(err) => {
+                self.absorb("read", Err(err), propagate)?;
+                return Ok(Lookup::Miss(None));
+            }
+        };
+        if let Some(bytes) = &read.value {
+            match codec.decode(bytes) {
+                Ok(value) => return Ok(Lookup::Hit(value, read.remaining)),
+                Err(reason) => tracing::warn!(
+                    cache = self.name,
+                    %reason,
+                    "tiered: L2 row cannot be decoded; treating it as a miss and overwriting it"
+                ),
+            }
+        }
+        Ok(Lookup::Miss(Some(WriteBack {
+            installed,
+            id,
+            observed: read.observed,
+        })))
+    }
+
+    async fn write_back(
+        &'static self,
+        key: &KeyBytes,
+        value: &V,
+        snapshot: Snapshot,
+        write_back: Option<WriteBack>,
+        propagate: bool,
+    ) -> Result<(), BackendError> {
+        let (Some(codec), Some(WriteBack { installed, id, observed })) = (self.codec, write_back) else {
+            self.store_l1(key, value, snapshot, None);
+            return Ok(());
+        };
+        let bytes = match codec.encode(value) {
+            Ok(bytes) => bytes,
+            Err(reason) => {
+                tracing::warn!(cache = self.name, %reason, "tiered: value cannot be encoded; kept in L1 only");
+                self.store_l1(key, value, snapshot, None);
+                return Ok(());
+            }
+        };
+        match self.write {
+            WriteMode::Through => {
+                let written = policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
+                    installed.backend.write(self.name, self.version, &id, &bytes, self.l2_ttl, observed)
+                })
+                .await;
+                match written {
+                    Ok(true) => self.store_l1(key, value, snapshot, None),
+                    Ok(false) => self.superseded(),
+                    Err(err) => {
+                        self.absorb("write", Err(err), propagate)?;
+                        self.store_l1(key, value, snapshot, None);
+                    }
+                }
+            }
+            WriteMode::Behind => {
+                self.store_l1(key, value, snapshot, None);
+                let key = key.clone();
+                let tasks = installed.tasks.clone();
+                tasks.spawn(async move {
+                    let written = policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
+                        installed.backend.write(self.name, self.version, &id, &bytes, self.l2_ttl, observed)
+                    })
+                    .await;
+                    match written {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            // Invalidated while computing: drop what we put in L1 (at worst a
+                            // newer entry, which costs a miss, never a stale read).
+                            self.l1.remove(&key);
+                            self.superseded();
+                        }
+                        Err(err) => {
+                            let _ = self.absorb("write behind", Err(err), false);
+                        }
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `refresh_<fn>`: runs the body, stores the value in both tiers as the newest, and
+    /// makes every computation that started earlier unable to store over it.
+    async fn recompute<E>(
+        &'static self,
+        key: Key,
+        body: impl Future<Output = Result<V, E>>,
+        propagate: bool,
+    ) -> Result<V, Failure<E>> {
+        let key = match key.0 {
+            Ok(key) => key,
+            Err(message) => return self.uncached(message, body, propagate).await,
+        };
+        self.stats.miss();
+        let value = body.await.map_err(Failure::Body)?;
+        if let Some(codec) = self.codec {
+            let stored = match (installed(), codec.encode(&value)) {
+                (None, _) => Err(BackendError::NotConfigured),
+                (Some(_), Err(reason)) => {
+                    tracing::warn!(cache = self.name, %reason, "tiered: value cannot be encoded; kept in L1 only");
+                    Ok(())
+                }
+                (Some(installed), Ok(bytes)) => {
+                    let id = installed.backend.entry_id(self.name, self.version, &key);
+                    policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
+                        installed.backend.overwrite(self.name, self.version, &id, &bytes, self.l2_ttl)
+                    })
+                    .await
+                }
+            };
+            self.absorb("refresh", stored, propagate).map_err(Failure::Backend)?;
+        }
+        self.epochs.invalidate(&key, || self.flights.forget(&key));
+        let snapshot = self.epochs.snapshot(&key);
+        self.store_l1(&key, &value, snapshot, None);
+        Ok(value)
+    }
+
+    /// Runs the body without caching when the key cannot be encoded.
+    async fn uncached<E>(
+        &self,
+        message: String,
+        body: impl Future<Output = Result<V, E>>,
+        propagate: bool,
+    ) -> Result<V, Failure<E>> {
+        let err = BackendError::Key {
+            function: self.name.to_owned(),
+            message,
+        };
+        self.absorb("key", Err(err), propagate).map_err(Failure::Backend)?;
+        self.stats.miss();
+        body.await.map_err(Failure::Body)
+    }
+
+    fn store_l1(&self, key: &KeyBytes, value: &V, snapshot: Snapshot, remaining: Option<Duration>) {
+        let stored = self.epochs.store_if_current(key, snapshot, || {
+            self.l1.insert(key.clone(), value.clone(), snapshot.all, remaining);
+        });
+        if !stored {
+            self.superseded();
+        }
+    }
+
+    fn superseded(&self) {
+        tracing::debug!(
+            cache = self.name,
+            "tiered: entry was invalidated while computing; the result is returned but not cached"
+        );
+    }
+
+    /// Applies the failure policy to the outcome of an L2 operation: `Ok` if it succeeded or
+    /// its error is absorbed (logged), `Err` if it must reach the caller.
+    fn absorb(&self, operation: &str, outcome: Result<(), BackendError>, propagate: bool) -> Result<(), BackendError> {
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(err) if propagate => Err(err),
+            Err(BackendError::NotConfigured) => {
+                if !WARNED_NOT_CONFIGURED.swap(true, Relaxed) {
+                    tracing::warn!(
+                        cache = self.name,
+                        "tiered: {}; backend = \"pg\" functions run with L1 only",
+                        BackendError::NotConfigured
+                    );
+                }
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(cache = self.name, operation, error = %err, "tiered: L2 unavailable; carrying on with L1 only");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<E: From<BackendError>> Failure<E> {
+    fn into_error(self) -> E {
+        match self {
+            Failure::Body(err) => err,
+            Failure::Backend(err) => E::from(err),
+        }
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static> RegisteredCache for FnCache<V> {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn stats(&self) -> FunctionStats {
+        self.stats.snapshot()
+    }
+
+    fn clear_l1(&self) {
+        self.epochs.invalidate_all();
+        self.l1.clear();
+    }
+}

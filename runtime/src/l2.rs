@@ -1,0 +1,379 @@
+//! L2: the shared PostgreSQL table, read on an L1 miss and written after computing.
+//!
+//! One row per entry, keyed by a SHA-256 of namespace, function name, version and key bytes
+//! (length-prefixed, so no two entries share an id whatever their size). Writes are
+//! conditional so that a computation which started before an invalidation cannot store its
+//! result after it ("no stale write-back"):
+//!
+//! - every row has a `generation`; invalidating a key bumps it and leaves a tombstone
+//!   (`value IS NULL`), and a write succeeds only if the generation is still the one its
+//!   computation read;
+//! - every function has an `epoch` in `<table>_epochs`; `invalidate_all` bumps it (O(1)), rows
+//!   of older epochs are never read, and a write succeeds only in the epoch it read.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Pool, PoolError};
+use sha2::{Digest, Sha256};
+
+use crate::error::BackendError;
+
+/// How long a tombstone stays in the table. A computation that took longer than half of it
+/// does not write back, since the tombstone that should reject it may be gone.
+pub(crate) const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(600);
+
+/// The id of one entry: SHA-256 over namespace, function, version and key.
+pub(crate) type EntryId = [u8; 32];
+
+/// What a computation saw in L2 before computing; its write is conditional on it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Observed {
+    generation: i64,
+    epoch: i64,
+    at: Instant,
+}
+
+/// The answer of an L2 read.
+pub(crate) struct L2Read {
+    /// The encoded value if the row is live (present, not a tombstone, current epoch, not
+    /// expired).
+    pub(crate) value: Option<Vec<u8>>,
+    /// The live row's lifetime left, when it has a TTL.
+    pub(crate) remaining: Option<Duration>,
+    pub(crate) observed: Observed,
+}
+
+/// The installed PostgreSQL backend.
+pub(crate) struct PgBackend {
+    pool: Pool,
+    table: String,
+    namespace: String,
+    target: String,
+    timeout: Duration,
+    sql: Statements,
+}
+
+/// The statements, with the validated table name spliced in; user data is always a parameter.
+struct Statements {
+    read: String,
+    write: String,
+    overwrite: String,
+    invalidate: String,
+    invalidate_all: String,
+}
+
+impl Statements {
+    fn new(table: &str) -> Self {
+        let epoch = format!(
+            "COALESCE((SELECT epoch FROM {table}_epochs WHERE namespace = $2 AND function = $3), 0)"
+        );
+        let columns = "(id, namespace, function, version, value, generation, epoch, expires_at)";
+        Statements {
+            read: format!(
+                "SELECT e.epoch, c.value, c.generation, c.epoch, \
+                        EXTRACT(EPOCH FROM c.expires_at - now())::float8 \
+                 FROM (SELECT {epoch} AS epoch) e LEFT JOIN {table} c ON c.id = $1"
+            ),
+            write: format!(
+                "INSERT INTO {table} AS c {columns} \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8) WHERE {epoch} = $7 \
+                 ON CONFLICT (id) DO UPDATE SET value = EXCLUDED.value, epoch = EXCLUDED.epoch, \
+                     expires_at = EXCLUDED.expires_at, updated_at = now() \
+                 WHERE c.generation = EXCLUDED.generation"
+            ),
+            overwrite: format!(
+                "INSERT INTO {table} AS c {columns} \
+                 VALUES ($1, $2, $3, $4, $5, 1, {epoch}, now() + make_interval(secs => $6)) \
+                 ON CONFLICT (id) DO UPDATE SET value = EXCLUDED.value, generation = c.generation + 1, \
+                     epoch = EXCLUDED.epoch, expires_at = EXCLUDED.expires_at, updated_at = now()"
+            ),
+            invalidate: format!(
+                "INSERT INTO {table} AS c {columns} \
+                 VALUES ($1, $2, $3, $4, NULL, 1, 0, now() + make_interval(secs => $5)) \
+                 ON CONFLICT (id) DO UPDATE SET value = NULL, generation = c.generation + 1, \
+                     expires_at = EXCLUDED.expires_at, updated_at = now()"
+            ),
+            invalidate_all: format!(
+                "INSERT INTO {table}_epochs AS e (namespace, function, epoch) VALUES ($1, $2, 1) \
+                 ON CONFLICT (namespace, function) DO UPDATE SET epoch = e.epoch + 1"
+            ),
+        }
+    }
+}
+
+fn seconds(duration: Option<Duration>) -> Option<f64> {
+    duration.map(|d| d.as_secs_f64())
+}
+
+impl PgBackend {
+    /// Checks out a connection, creates the tables if missing, and returns the backend.
+    pub(crate) async fn connect(
+        pool: Pool,
+        table: String,
+        namespace: String,
+        target: String,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Self, BackendError> {
+        let backend = PgBackend {
+            sql: Statements::new(&table),
+            pool,
+            table,
+            namespace,
+            target,
+            timeout: connect_timeout,
+        };
+        backend.create_schema().await?;
+        Ok(PgBackend { timeout, ..backend })
+    }
+
+    async fn create_schema(&self) -> Result<(), BackendError> {
+        let table = &self.table;
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                 id bytea PRIMARY KEY,
+                 namespace text NOT NULL,
+                 function text NOT NULL,
+                 version bigint NOT NULL,
+                 value bytea,
+                 generation bigint NOT NULL,
+                 epoch bigint NOT NULL,
+                 expires_at timestamptz,
+                 updated_at timestamptz NOT NULL DEFAULT now()
+             );
+             COMMENT ON COLUMN {table}.value IS 'NULL: a tombstone left by an invalidation';
+             CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at) WHERE expires_at IS NOT NULL;
+             CREATE TABLE IF NOT EXISTS {table}_epochs (
+                 namespace text NOT NULL,
+                 function text NOT NULL,
+                 epoch bigint NOT NULL,
+                 PRIMARY KEY (namespace, function)
+             );"
+        );
+        self.with_client("create table", |mut client| async move {
+            let tx = client.transaction().await?;
+            // Serialise concurrent installs: CREATE ... IF NOT EXISTS races on the catalog.
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&format!("tiered:{table}")])
+                .await?;
+            tx.batch_execute(&ddl).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    pub(crate) fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The id of an entry: SHA-256 over length-prefixed namespace, function, version and key.
+    pub(crate) fn entry_id(&self, function: &str, version: u32, key: &[u8]) -> EntryId {
+        let mut digest = Sha256::new();
+        for part in [self.namespace.as_bytes(), function.as_bytes()] {
+            digest.update((part.len() as u64).to_le_bytes());
+            digest.update(part);
+        }
+        digest.update(version.to_le_bytes());
+        digest.update(key);
+        digest.finalize().into()
+    }
+
+    pub(crate) async fn read(&self, function: &str, id: &EntryId) -> Result<L2Read, BackendError> {
+        let (current_epoch, value, generation, row_epoch, remaining) = self
+            .with_client("read", |client| async move {
+                let statement = client.prepare_cached(&self.sql.read).await?;
+                let row = client
+                    .query_one(&statement, &[&&id[..], &self.namespace, &function])
+                    .await?;
+                Ok((
+                    row.try_get::<_, i64>(0)?,
+                    row.try_get::<_, Option<Vec<u8>>>(1)?,
+                    row.try_get::<_, Option<i64>>(2)?,
+                    row.try_get::<_, Option<i64>>(3)?,
+                    row.try_get::<_, Option<f64>>(4)?,
+                ))
+            })
+            .await?;
+        let live = row_epoch == Some(current_epoch) && remaining.is_none_or(|left| left > 0.0);
+        Ok(L2Read {
+            value: value.filter(|_| live),
+            remaining: remaining.map(|left| Duration::from_secs_f64(left.max(0.0))),
+            observed: Observed {
+                generation: generation.unwrap_or(0),
+                epoch: current_epoch,
+                at: Instant::now(),
+            },
+        })
+    }
+
+    /// Stores a computed value unless the entry was invalidated since `observed`. Returns
+    /// whether it was stored.
+    pub(crate) async fn write(
+        &self,
+        function: &str,
+        version: u32,
+        id: &EntryId,
+        value: &[u8],
+        ttl: Option<Duration>,
+        observed: Observed,
+    ) -> Result<bool, BackendError> {
+        if observed.at.elapsed() > TOMBSTONE_LIFETIME / 2 {
+            return Ok(false);
+        }
+        let rows = self
+            .with_client("write", |client| async move {
+                let statement = client.prepare_cached(&self.sql.write).await?;
+                client
+                    .execute(
+                        &statement,
+                        &[
+                            &&id[..],
+                            &self.namespace,
+                            &function,
+                            &i64::from(version),
+                            &value,
+                            &observed.generation,
+                            &observed.epoch,
+                            &seconds(ttl),
+                        ],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(rows == 1)
+    }
+
+    /// Stores a value unconditionally and bumps the entry's generation, so computations that
+    /// started earlier cannot overwrite it (used by `refresh_*`).
+    pub(crate) async fn overwrite(
+        &self,
+        function: &str,
+        version: u32,
+        id: &EntryId,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        self.with_client("refresh", |client| async move {
+            let statement = client.prepare_cached(&self.sql.overwrite).await?;
+            client
+                .execute(
+                    &statement,
+                    &[&&id[..], &self.namespace, &function, &i64::from(version), &value, &seconds(ttl)],
+                )
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Replaces the entry with a tombstone of a newer generation.
+    pub(crate) async fn invalidate(&self, function: &str, version: u32, id: &EntryId) -> Result<(), BackendError> {
+        self.with_client("invalidate", |client| async move {
+            let statement = client.prepare_cached(&self.sql.invalidate).await?;
+            client
+                .execute(
+                    &statement,
+                    &[
+                        &&id[..],
+                        &self.namespace,
+                        &function,
+                        &i64::from(version),
+                        &TOMBSTONE_LIFETIME.as_secs_f64(),
+                    ],
+                )
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Starts a new epoch for the function: every row it had becomes unreadable at once.
+    pub(crate) async fn invalidate_all(&self, function: &str) -> Result<(), BackendError> {
+        self.with_client("invalidate all", |client| async move {
+            let statement = client.prepare_cached(&self.sql.invalidate_all).await?;
+            client.execute(&statement, &[&self.namespace, &function]).await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Runs `op` on a pooled connection within the L2 timeout (waiting for the connection
+    /// included), mapping every failure to a `BackendError` that says what and where.
+    async fn with_client<'a, T, F, Fut>(&'a self, operation: &'static str, op: F) -> Result<T, BackendError>
+    where
+        F: FnOnce(deadpool_postgres::Object) -> Fut + 'a,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>> + 'a,
+    {
+        let attempt = async {
+            let client = self.pool.get().await.map_err(|err| self.pool_error(operation, err))?;
+            op(client).await.map_err(|err| self.query_error(operation, &err))
+        };
+        tokio::time::timeout(self.timeout, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(BackendError::Timeout {
+                    operation,
+                    target: self.target.clone(),
+                    timeout: self.timeout,
+                })
+            })
+    }
+
+    fn pool_error(&self, operation: &'static str, err: PoolError) -> BackendError {
+        match err {
+            PoolError::Backend(err) => BackendError::Connect {
+                target: self.target.clone(),
+                message: describe(&err),
+                retryable: is_transient(&err),
+            },
+            PoolError::Timeout(_) => BackendError::Timeout {
+                operation,
+                target: self.target.clone(),
+                timeout: self.timeout,
+            },
+            other => BackendError::Connect {
+                target: self.target.clone(),
+                message: other.to_string(),
+                retryable: false,
+            },
+        }
+    }
+
+    fn query_error(&self, operation: &'static str, err: &tokio_postgres::Error) -> BackendError {
+        BackendError::Query {
+            operation,
+            table: self.table.clone(),
+            target: self.target.clone(),
+            message: describe(err),
+            retryable: is_transient(err),
+        }
+    }
+
+    /// Closes the pool: connections are dropped as they are returned.
+    pub(crate) fn close(&self) {
+        self.pool.close();
+    }
+}
+
+/// The server's message with its SQLSTATE, or the driver's for connection-level failures.
+fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => match std::error::Error::source(err) {
+            Some(source) => format!("{err}: {source}"),
+            None => err.to_string(),
+        },
+    }
+}
+
+/// Whether trying again may help: connection failures, resource shortage, serialization
+/// failures and server shutdown/startup are transient; a SQL or permission error is not.
+fn is_transient(err: &tokio_postgres::Error) -> bool {
+    match err.code() {
+        None => true,
+        Some(state) => {
+            let code = state.code();
+            ["08", "40", "53", "57P"].iter().any(|class| code.starts_with(class))
+        }
+    }
+}

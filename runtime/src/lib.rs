@@ -1,0 +1,39 @@
+//! The engine behind [`tiered`](https://docs.rs/tiered): an in-process L1 per function
+//! (mini-moka) over a shared PostgreSQL L2, with single-flight, a failure policy and
+//! invalidation that never lets a stale result be stored after it.
+//!
+//! Use it through the `tiered` crate and its `#[tiered_cached]` attribute; this crate holds
+//! everything that attribute calls, so all caching logic is ordinary, testable code.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod cache;
+mod codec;
+mod error;
+mod invalidation;
+mod key;
+mod l1;
+mod l2;
+mod policy;
+mod runtime;
+mod single_flight;
+mod site;
+mod stats;
+
+pub use deadpool_postgres;
+pub use error::BackendError;
+pub use invalidation::clear_l1;
+pub use policy::BackendFailureMode;
+pub use runtime::{shutdown, Runtime, RuntimeBuilder};
+pub use stats::{stats, FunctionStats};
+
+/// What `#[tiered_cached]` expands to. Not a public API: it may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::cache::FnCache;
+    pub use crate::codec::{serde_codec, Codec};
+    pub use crate::key::{key, Key};
+    pub use crate::policy::BackendFailureMode;
+    pub use crate::site::{CacheName, Site, Spec, WriteMode};
+    pub use core::time::Duration;
+}

@@ -1,0 +1,309 @@
+//! Start-up and shut-down: `Runtime::builder()…install()` connects L2 for the whole process.
+
+use std::str::FromStr;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_util::task::TaskTracker;
+
+use crate::error::BackendError;
+use crate::l2::PgBackend;
+use crate::policy::Backoff;
+
+/// The installed backend and the background work that depends on it.
+pub(crate) struct Installed {
+    pub(crate) backend: PgBackend,
+    pub(crate) backoff: Backoff,
+    /// Write-behind tasks, awaited by [`shutdown`].
+    pub(crate) tasks: TaskTracker,
+}
+
+static INSTALLED: RwLock<Option<Arc<Installed>>> = RwLock::new(None);
+
+/// The installed backend, if any. Taken on the miss path only, never on an L1 hit.
+pub(crate) fn installed() -> Option<Arc<Installed>> {
+    INSTALLED.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// The process-wide tiered runtime: the PostgreSQL L2 shared by every `backend = "pg"`
+/// function. Configure it with [`Runtime::builder`].
+#[derive(Debug)]
+pub struct Runtime {
+    _private: (),
+}
+
+impl Runtime {
+    /// Starts configuring the runtime.
+    ///
+    /// ```no_run
+    /// # async fn start() -> Result<(), tiered_runtime::BackendError> {
+    /// tiered_runtime::Runtime::builder()
+    ///     .postgres_url("postgres://app@db.internal:5432/app")
+    ///     .namespace("billing")
+    ///     .install()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder {
+            source: None,
+            table: "tiered_cache".to_owned(),
+            namespace: String::new(),
+            l2_timeout: Duration::from_millis(300),
+            connect_timeout: Duration::from_secs(5),
+            backoff: Backoff::DEFAULT,
+            max_connections: 16,
+        }
+    }
+}
+
+enum Source {
+    Url(String),
+    Pool(Pool),
+}
+
+/// Configures and installs the [`Runtime`]. Every setting has a default except the server.
+#[must_use = "nothing happens until `.install().await`"]
+pub struct RuntimeBuilder {
+    source: Option<Source>,
+    table: String,
+    namespace: String,
+    l2_timeout: Duration,
+    connect_timeout: Duration,
+    backoff: Backoff,
+    max_connections: usize,
+}
+
+impl std::fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("table", &self.table)
+            .field("namespace", &self.namespace)
+            .field("l2_timeout", &self.l2_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RuntimeBuilder {
+    /// The server, as a `postgres://user:password@host:port/database` URL (no TLS).
+    pub fn postgres_url(mut self, url: impl Into<String>) -> Self {
+        self.source = Some(Source::Url(url.into()));
+        self
+    }
+
+    /// The server, as a pool you built (e.g. with TLS). Its connections are used for L2
+    /// operations only.
+    pub fn postgres_pool(mut self, pool: Pool) -> Self {
+        self.source = Some(Source::Pool(pool));
+        self
+    }
+
+    /// The cache table (default `tiered_cache`): a lowercase SQL identifier of at most 48
+    /// characters. A second table `<table>_epochs` is created next to it.
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// A prefix isolating this application's entries from others' in a shared table
+    /// (default: empty).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The most one L2 operation may take, waiting for a pooled connection included
+    /// (default 300 ms). A hung server costs a caller at most this, per attempt.
+    pub fn l2_timeout(mut self, timeout: Duration) -> Self {
+        self.l2_timeout = timeout;
+        self
+    }
+
+    /// The pause before the first retry under `retry(N)` (default 20 ms); it doubles per retry.
+    pub fn retry_base_delay(mut self, delay: Duration) -> Self {
+        self.backoff.base = delay;
+        self
+    }
+
+    /// The longest pause between retries, before jitter (default 1 s).
+    pub fn retry_max_delay(mut self, delay: Duration) -> Self {
+        self.backoff.max = delay;
+        self
+    }
+
+    /// The most connections the pool built from `postgres_url` opens (default 16).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// Connects, creates the table if it is missing, and makes L2 available to every
+    /// `backend = "pg"` function of the process.
+    ///
+    /// # Errors
+    /// [`BackendError::InvalidConfig`] for a bad URL, table or namespace,
+    /// [`BackendError::Connect`] / [`BackendError::Timeout`] if the server cannot be reached
+    /// (the message says where), [`BackendError::AlreadyInstalled`] if a runtime is installed.
+    pub async fn install(self) -> Result<(), BackendError> {
+        validate_table(&self.table)?;
+        let (pool, target) = match self.source {
+            None => {
+                return Err(BackendError::InvalidConfig(
+                    "no server given: call .postgres_url(..) or .postgres_pool(..)".into(),
+                ))
+            }
+            Some(Source::Url(url)) => pool_from_url(&url, self.max_connections)?,
+            Some(Source::Pool(pool)) => (pool, "the pool given to postgres_pool".to_owned()),
+        };
+        if installed().is_some() {
+            return Err(BackendError::AlreadyInstalled);
+        }
+        let backend = PgBackend::connect(
+            pool,
+            self.table,
+            self.namespace,
+            target,
+            self.l2_timeout,
+            self.connect_timeout.max(self.l2_timeout),
+        )
+        .await?;
+        let mut slot = INSTALLED.write().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() {
+            return Err(BackendError::AlreadyInstalled);
+        }
+        tracing::info!(target = backend.target(), "tiered: PostgreSQL L2 installed");
+        *slot = Some(Arc::new(Installed {
+            backend,
+            backoff: self.backoff,
+            tasks: TaskTracker::new(),
+        }));
+        Ok(())
+    }
+}
+
+fn validate_table(table: &str) -> Result<(), BackendError> {
+    let mut chars = table.chars();
+    let valid = table.len() <= 48
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(BackendError::InvalidConfig(format!(
+            "table name {table:?} is not allowed: use 1 to 48 characters of a-z, 0-9 and _, not starting with a digit"
+        )))
+    }
+}
+
+fn pool_from_url(url: &str, max_connections: usize) -> Result<(Pool, String), BackendError> {
+    let config = tokio_postgres::Config::from_str(url).map_err(|err| {
+        BackendError::InvalidConfig(format!("PostgreSQL URL {}: {err}", redact(url)))
+    })?;
+    let target = describe_target(&config);
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(max_connections)
+        .build()
+        .map_err(|err| BackendError::InvalidConfig(format!("connection pool for {target}: {err}")))?;
+    Ok((pool, target))
+}
+
+/// `host:port/database`, for error messages; never the password.
+fn describe_target(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = config.get_ports().get(i).or(config.get_ports().first()).copied().unwrap_or(5432);
+            match host {
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(path) => format!("{}:{port}", path.display()),
+            }
+        })
+        .collect();
+    let hosts = if hosts.is_empty() { "localhost:5432".to_owned() } else { hosts.join(",") };
+    format!("{hosts}/{}", config.get_dbname().or(config.get_user()).unwrap_or("postgres"))
+}
+
+/// The URL with any password replaced, fit for an error message.
+fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return "(unparseable, not shown)".to_owned();
+    };
+    let rest = &url[scheme_end..];
+    match (rest.find('@'), rest.find(':')) {
+        (Some(at), Some(colon)) if colon < at => {
+            format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Stops the runtime: waits for write-behind work to finish, then closes the pool.
+/// `backend = "pg"` functions keep working L1-only (as if never installed) until the next
+/// `install`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// tiered_runtime::shutdown().await; // harmless when nothing is installed
+/// # }
+/// ```
+pub async fn shutdown() {
+    let installed = INSTALLED.write().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(installed) = installed {
+        installed.tasks.close();
+        installed.tasks.wait().await;
+        installed.backend.close();
+        tracing::info!("tiered: runtime shut down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_error_messages() {
+        assert_eq!(redact("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
+        assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
+        let err = pool_from_url("postgres://app:s3cret@db:notaport/x", 1).unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert!(err.to_string().contains("PostgreSQL URL"), "{err}");
+    }
+
+    #[test]
+    fn table_names_are_plain_identifiers() {
+        assert!(validate_table("tiered_cache").is_ok());
+        for bad in ["", "1abc", "Cache", "a;drop table x", "a.b", &"x".repeat(49)] {
+            assert!(validate_table(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn targets_name_host_port_and_database() {
+        let config = tokio_postgres::Config::from_str("postgres://u:p@db.example:6543/app").unwrap();
+        assert_eq!(describe_target(&config), "db.example:6543/app");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_connect_error_that_says_where() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let err = Runtime::builder()
+            .postgres_url(format!("postgres://nobody@127.0.0.1:{port}/nowhere"))
+            .install()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BackendError::Connect { .. }), "{err:?}");
+        assert!(err.to_string().contains(&format!("127.0.0.1:{port}/nowhere")), "{err}");
+        assert!(installed().is_none());
+    }
+}

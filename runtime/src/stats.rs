@@ -1,0 +1,105 @@
+//! Per-function counters behind `tiered::stats()`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::invalidation::registry;
+
+/// Counts for one cached function (one cache `name`), as returned by [`stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FunctionStats {
+    /// Calls answered from the in-process L1.
+    pub l1_hits: u64,
+    /// Calls answered from the PostgreSQL L2 (after an L1 miss).
+    pub l2_hits: u64,
+    /// Calls that ran the function body (origin calls).
+    pub misses: u64,
+    /// Calls that waited for another caller's computation of the same key instead of running
+    /// their own.
+    pub coalesced: u64,
+    /// Failed L2 operations (each failed attempt counts).
+    pub backend_errors: u64,
+    /// Retries made under `on_failure = "retry(N)"`.
+    pub retries: u64,
+    /// Invalidations applied to this process's L1 (single keys and whole functions).
+    pub invalidations: u64,
+}
+
+/// The live counters of one function.
+#[derive(Debug, Default)]
+pub(crate) struct FnStats {
+    l1_hits: AtomicU64,
+    l2_hits: AtomicU64,
+    misses: AtomicU64,
+    coalesced: AtomicU64,
+    backend_errors: AtomicU64,
+    retries: AtomicU64,
+    invalidations: AtomicU64,
+}
+
+impl FnStats {
+    pub(crate) fn l1_hit(&self) {
+        self.l1_hits.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn l2_hit(&self) {
+        self.l2_hits.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn miss(&self) {
+        self.misses.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn coalesced(&self) {
+        self.coalesced.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn backend_error(&self) {
+        self.backend_errors.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn invalidation(&self) {
+        self.invalidations.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> FunctionStats {
+        FunctionStats {
+            l1_hits: self.l1_hits.load(Relaxed),
+            l2_hits: self.l2_hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            coalesced: self.coalesced.load(Relaxed),
+            backend_errors: self.backend_errors.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            invalidations: self.invalidations.load(Relaxed),
+        }
+    }
+}
+
+impl std::ops::AddAssign for FunctionStats {
+    fn add_assign(&mut self, other: FunctionStats) {
+        self.l1_hits += other.l1_hits;
+        self.l2_hits += other.l2_hits;
+        self.misses += other.misses;
+        self.coalesced += other.coalesced;
+        self.backend_errors += other.backend_errors;
+        self.retries += other.retries;
+        self.invalidations += other.invalidations;
+    }
+}
+
+/// Counts for every cached function used so far in this process, by cache name.
+///
+/// A function appears once it has been called (or invalidated) for the first time.
+///
+/// ```
+/// let all = tiered_runtime::stats();
+/// for (name, counts) in &all {
+///     println!("{name}: {} L1 hits, {} origin calls", counts.l1_hits, counts.misses);
+/// }
+/// ```
+pub fn stats() -> BTreeMap<String, FunctionStats> {
+    let mut all = BTreeMap::<String, FunctionStats>::new();
+    for cache in registry().caches() {
+        *all.entry(cache.name().to_owned()).or_default() += cache.stats();
+    }
+    all
+}
