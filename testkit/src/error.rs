@@ -17,7 +17,9 @@ pub struct HarnessError {
 
 impl HarnessError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into() }
+        Self {
+            message: message.into(),
+        }
     }
 
     /// A command that ran but exited unsuccessfully.

@@ -40,7 +40,13 @@ pub fn unique_name(prefix: &str) -> String {
     let suffix = unique_suffix();
     let mut name: String = prefix
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     if !name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_') {
         name.insert(0, 't');

@@ -26,7 +26,15 @@ const PORT_RETRIES: usize = 2;
 const RUNUSER: &[&str] = &["runuser", "-u", "postgres", "--"];
 /// The same with `su`, for systems without `runuser`: `$0 "$@"` is the program and its
 /// arguments, and `--` keeps su from taking those arguments as its own options.
-const SU: &[&str] = &["su", "-s", "/bin/sh", "-c", "exec \"$0\" \"$@\"", "--", "postgres"];
+const SU: &[&str] = &[
+    "su",
+    "-s",
+    "/bin/sh",
+    "-c",
+    "exec \"$0\" \"$@\"",
+    "--",
+    "postgres",
+];
 
 /// A PostgreSQL server for tests.
 ///
@@ -64,7 +72,12 @@ impl PgServer {
                     "{EXTERNAL_URL_VAR} is not a URL of the form postgres://user:pass@host:port/db"
                 ))
             })?;
-            return Ok(PgServer { url, host_port, port, cluster: None });
+            return Ok(PgServer {
+                url,
+                host_port,
+                port,
+                cluster: None,
+            });
         }
         let (cluster, port) = Cluster::create()?;
         Ok(PgServer {
@@ -173,17 +186,22 @@ impl Cluster {
         let data = dir.join("data");
         let log = dir.join("server.log");
         // Spawned before anything else so that no exit path leaves the directory behind.
-        let watchdog = spawn_watchdog(&dir, &shell_line(&tool_argv(
-            run_as,
-            &bin_dir,
-            "pg_ctl",
-            &["-D", &data.display().to_string(), "-m", "immediate", "stop"],
-        )))?;
+        let watchdog = spawn_watchdog(&dir, &shell_line(&stop_argv(run_as, &bin_dir, &data)))?;
         // From here on, `Drop` cleans up after any failure.
-        let cluster = Cluster { bin_dir, dir, data, log, run_as, watchdog };
+        let cluster = Cluster {
+            bin_dir,
+            dir,
+            data,
+            log,
+            run_as,
+            watchdog,
+        };
         if !run_as.is_empty() {
             let dir = cluster.dir.display().to_string();
-            cluster.run(&["chown".into(), "-R".into(), "postgres:postgres".into(), dir], false)?;
+            cluster.run(
+                &["chown".into(), "-R".into(), "postgres:postgres".into(), dir],
+                false,
+            )?;
         }
         cluster.initdb()?;
         let port = cluster.start_on_free_port()?;
@@ -226,9 +244,7 @@ impl Cluster {
     }
 
     fn stop(&self) -> Result<(), HarnessError> {
-        let data = self.data.display().to_string();
-        let args = ["-D", &data, "-m", "immediate", "stop"];
-        self.run(&self.tool_argv("pg_ctl", &args), true)
+        self.run(&stop_argv(self.run_as, &self.bin_dir, &self.data), true)
     }
 
     fn tool_argv(&self, tool: &str, args: &[&str]) -> Vec<String> {
@@ -247,7 +263,11 @@ impl Cluster {
         if output.status.success() {
             Ok(())
         } else {
-            Err(HarnessError::command_failed(argv, &output, with_log.then_some(self.log.as_path())))
+            Err(HarnessError::command_failed(
+                argv,
+                &output,
+                with_log.then_some(self.log.as_path()),
+            ))
         }
     }
 }
@@ -266,12 +286,32 @@ impl Drop for Cluster {
 /// Full command line for a server tool, prefixed to run as `postgres` when needed.
 fn tool_argv(run_as: &[&str], bin_dir: &Path, tool: &str, args: &[&str]) -> Vec<String> {
     let tool = bin_dir.join(tool).display().to_string();
-    run_as.iter().copied().chain([tool.as_str()]).chain(args.iter().copied()).map(String::from).collect()
+    run_as
+        .iter()
+        .copied()
+        .chain([tool.as_str()])
+        .chain(args.iter().copied())
+        .map(String::from)
+        .collect()
+}
+
+/// `pg_ctl stop -m immediate`: the server exits at once, without a checkpoint.
+fn stop_argv(run_as: &[&str], bin_dir: &Path, data: &Path) -> Vec<String> {
+    let data = data.display().to_string();
+    tool_argv(
+        run_as,
+        bin_dir,
+        "pg_ctl",
+        &["-D", &data, "-m", "immediate", "stop"],
+    )
 }
 
 /// `argv` as a single-quoted `sh` command line.
 fn shell_line(argv: &[String]) -> String {
-    let quoted: Vec<String> = argv.iter().map(|arg| format!("'{}'", arg.replace('\'', r"'\''"))).collect();
+    let quoted: Vec<String> = argv
+        .iter()
+        .map(|arg| format!("'{}'", arg.replace('\'', r"'\''")))
+        .collect();
     quoted.join(" ")
 }
 
@@ -312,7 +352,7 @@ fn find_bin_dir() -> Option<PathBuf> {
             Some((major, entry.path().join("bin")))
         })
         .collect();
-    installed.sort_by(|a, b| b.0.cmp(&a.0));
+    installed.sort_by_key(|(major, _)| std::cmp::Reverse(*major));
     on_path
         .into_iter()
         .chain(installed.into_iter().map(|(_, bin)| bin))

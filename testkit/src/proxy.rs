@@ -69,14 +69,25 @@ impl FaultProxy {
     /// listener cannot be bound; upstream is only connected to when a client connects.
     pub async fn start(upstream: &str) -> io::Result<FaultProxy> {
         let upstream_addr = tokio::net::lookup_host(upstream).await?.next().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("{upstream} resolves to no address"))
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{upstream} resolves to no address"),
+            )
         })?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (control, control_rx) = watch::channel(Control { mode: ProxyMode::Pass, cuts: 0 });
+        let (control, control_rx) = watch::channel(Control {
+            mode: ProxyMode::Pass,
+            cuts: 0,
+        });
         let counters = Arc::new(Counters::default());
         let accept_loop = tokio::spawn(accept_loop(listener, upstream_addr, control_rx, counters.clone()));
-        Ok(FaultProxy { addr, control, counters, accept_loop })
+        Ok(FaultProxy {
+            addr,
+            control,
+            counters,
+            accept_loop,
+        })
     }
 
     /// The address the proxy listens on.
@@ -90,9 +101,14 @@ impl FaultProxy {
     ///
     /// If `base_url` has no host (it must look like `postgres://user@host:port/db?params`).
     pub fn url_for(&self, base_url: &str) -> String {
-        let host = url::host_span(base_url)
-            .unwrap_or_else(|| panic!("no host:port to replace in {base_url:?}"));
-        format!("{}{}{}", &base_url[..host.start], self.addr, &base_url[host.end..])
+        let host =
+            url::host_span(base_url).unwrap_or_else(|| panic!("no host:port to replace in {base_url:?}"));
+        format!(
+            "{}{}{}",
+            &base_url[..host.start],
+            self.addr,
+            &base_url[host.end..]
+        )
     }
 
     /// Switches the mode for new and open connections, effective immediately.
@@ -165,7 +181,12 @@ impl Drop for OpenConnection {
 
 /// Forwards one connection until either side closes it or the proxy cuts it; returning drops,
 /// and so closes, both sockets.
-async fn serve(client: TcpStream, upstream: SocketAddr, control: watch::Receiver<Control>, _open: OpenConnection) {
+async fn serve(
+    client: TcpStream,
+    upstream: SocketAddr,
+    control: watch::Receiver<Control>,
+    _open: OpenConnection,
+) {
     let cuts_at_accept = control.borrow().cuts;
     tokio::select! {
         // Checked first, so nothing is forwarded once a cut is due.
@@ -188,7 +209,11 @@ async fn cut(mut control: watch::Receiver<Control>, cuts_at_accept: u64) {
     }
 }
 
-async fn forward(client: TcpStream, upstream: SocketAddr, mut control: watch::Receiver<Control>) -> io::Result<()> {
+async fn forward(
+    client: TcpStream,
+    upstream: SocketAddr,
+    mut control: watch::Receiver<Control>,
+) -> io::Result<()> {
     // A connection accepted while stalled gets no upstream until the stall ends.
     wait_for_traffic(&mut control).await?;
     let server = TcpStream::connect(upstream).await?;
@@ -202,7 +227,11 @@ async fn forward(client: TcpStream, upstream: SocketAddr, mut control: watch::Re
 }
 
 /// Copies one direction chunk by chunk, obeying the mode before each chunk; passes EOF on.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut control: watch::Receiver<Control>) -> io::Result<()> {
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut control: watch::Receiver<Control>,
+) -> io::Result<()> {
     let mut buf = vec![0; CHUNK_SIZE];
     loop {
         let n = from.read(&mut buf).await?;

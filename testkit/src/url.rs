@@ -32,9 +32,18 @@ mod tests {
         let url = "postgres://u:p@db.example:6000/app?sslmode=disable";
         assert_eq!(&url[host_span(url).unwrap()], "db.example:6000");
         assert_eq!(host_port(url), Some(("db.example:6000".into(), 6000)));
-        assert_eq!(host_port("postgresql://localhost/app"), Some(("localhost:5432".into(), 5432)));
-        assert_eq!(host_port("postgres://[::1]:7000"), Some(("[::1]:7000".into(), 7000)));
-        assert_eq!(host_port("postgres://u@[::1]/db"), Some(("[::1]:5432".into(), 5432)));
+        assert_eq!(
+            host_port("postgresql://localhost/app"),
+            Some(("localhost:5432".into(), 5432))
+        );
+        assert_eq!(
+            host_port("postgres://[::1]:7000"),
+            Some(("[::1]:7000".into(), 7000))
+        );
+        assert_eq!(
+            host_port("postgres://u@[::1]/db"),
+            Some(("[::1]:5432".into(), 5432))
+        );
         assert_eq!(host_port("host=localhost user=postgres"), None);
         assert_eq!(host_port("postgres://u@/db"), None);
     }

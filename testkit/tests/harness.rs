@@ -51,7 +51,9 @@ async fn shared_server_answers_queries() {
 
 #[tokio::test]
 async fn sql_reports_the_failing_statement() {
-    let err = sql(PgServer::shared().url(), "SELECT * FROM no_such_table").await.unwrap_err();
+    let err = sql(PgServer::shared().url(), "SELECT * FROM no_such_table")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("no_such_table"), "{err}");
 }
 
@@ -65,8 +67,15 @@ async fn unique_names_are_distinct_valid_identifiers() {
     assert_eq!(distinct.len(), names.len());
     for name in &names {
         assert!(name.len() <= 63, "{name} is too long");
-        assert!(name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_'), "{name}");
-        assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{name}");
+        assert!(
+            name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_'),
+            "{name}"
+        );
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "{name}"
+        );
     }
     assert!(unique_name("cache").starts_with("cache_"));
     assert!(unique_name("My-Table!").starts_with("my_table__"));
@@ -75,7 +84,12 @@ async fn unique_names_are_distinct_valid_identifiers() {
     let url = PgServer::shared().url();
     let table = unique_name(&"x".repeat(100));
     sql(url, &format!("CREATE TABLE {table} (id int)")).await.unwrap();
-    let found = sql(url, &format!("SELECT count(*) FROM pg_tables WHERE tablename = '{table}'")).await.unwrap();
+    let found = sql(
+        url,
+        &format!("SELECT count(*) FROM pg_tables WHERE tablename = '{table}'"),
+    )
+    .await
+    .unwrap();
     assert_eq!(found[0].get::<_, i64>(0), 1);
     sql(url, &format!("DROP TABLE {table}")).await.unwrap();
 }
@@ -119,7 +133,10 @@ async fn proxy_passes_and_counts_connections() {
     assert_eq!(proxy.open_connections(), 2);
 
     drop(clients);
-    eventually("clients are closed", Duration::from_secs(5), || async { proxy.open_connections() == 0 }).await;
+    eventually("clients are closed", Duration::from_secs(5), || async {
+        proxy.open_connections() == 0
+    })
+    .await;
     assert_eq!(proxy.connections_accepted(), 2);
 }
 
@@ -133,9 +150,11 @@ async fn refuse_closes_new_and_open_connections() {
     assert!(select_one(&client).await.is_err(), "open connection must be cut");
     assert!(connect(&url).await.is_err(), "new connection must fail");
     assert_eq!(proxy.connections_accepted(), 2);
-    eventually("refused connections are closed", Duration::from_secs(5), || async {
-        proxy.open_connections() == 0
-    })
+    eventually(
+        "refused connections are closed",
+        Duration::from_secs(5),
+        || async { proxy.open_connections() == 0 },
+    )
     .await;
 
     proxy.set_mode(ProxyMode::Pass);
@@ -149,7 +168,10 @@ async fn stall_holds_traffic_until_pass() {
 
     proxy.set_mode(ProxyMode::Stall);
     let query = timeout(Duration::from_millis(300), select_one(&client)).await;
-    assert!(query.is_err(), "query on an open connection must not complete while stalled");
+    assert!(
+        query.is_err(),
+        "query on an open connection must not complete while stalled"
+    );
     let new = timeout(Duration::from_millis(300), connect(&url)).await;
     assert!(new.is_err(), "connecting must not complete while stalled");
     assert_eq!(proxy.open_connections(), 2, "stalled connections stay open");
@@ -194,7 +216,10 @@ async fn dropping_the_proxy_closes_everything() {
     let addr = proxy.addr();
 
     drop(proxy);
-    assert!(select_one(&client).await.is_err(), "open connection must be closed");
+    assert!(
+        select_one(&client).await.is_err(),
+        "open connection must be closed"
+    );
     eventually("the listener is closed", Duration::from_secs(5), || async {
         tokio::net::TcpStream::connect(addr).await.is_err()
     })
@@ -209,7 +234,11 @@ fn watchdog_child() {
         return;
     }
     let pg = PgServer::shared();
-    println!("SERVER {} {}", pg.port(), pg.log_path().unwrap().parent().unwrap().display());
+    println!(
+        "SERVER {} {}",
+        pg.port(),
+        pg.log_path().unwrap().parent().unwrap().display()
+    );
     std::thread::sleep(Duration::from_secs(60));
 }
 
@@ -233,13 +262,20 @@ fn watchdog_cleans_up_after_sigkill() {
     let mut fields = line.split(' ').skip(1);
     let port: u16 = fields.next().unwrap().parse().unwrap();
     let dir = std::path::PathBuf::from(fields.next().unwrap());
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_ok(), "child's server is up");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "child's server is up"
+    );
 
     child.kill().unwrap(); // SIGKILL: no destructor runs
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while dir.exists() || TcpStream::connect(("127.0.0.1", port)).is_ok() {
-        assert!(Instant::now() < deadline, "watchdog did not clean up {}", dir.display());
+        assert!(
+            Instant::now() < deadline,
+            "watchdog did not clean up {}",
+            dir.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
