@@ -32,6 +32,7 @@ pub use stats::{stats, FunctionStats};
 pub mod __private {
     pub use crate::cache::FnCache;
     pub use crate::codec::{serde_codec, Codec};
+    pub use crate::error::BackendError;
     pub use crate::key::{key, Key};
     pub use crate::policy::BackendFailureMode;
     pub use crate::site::{CacheName, Site, Spec, WriteMode};
