@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use crate::codec::Codec;
 use crate::error::BackendError;
-use crate::invalidation::{Epochs, RegisteredCache, Snapshot};
+use crate::invalidation::{stripe_of, Epochs, RegisteredCache, Snapshot};
 use crate::key::{Key, KeyBytes};
 use crate::l1::L1;
-use crate::l2::{EntryId, Observed};
+use crate::l2::{EntryId, Notice, Observed};
+use crate::listener::staleness_cap;
 use crate::policy::{self, BackendFailureMode};
 use crate::runtime::{installed, Installed};
 use crate::single_flight::{Flights, Role};
@@ -29,8 +30,14 @@ enum Failure<E> {
 /// Where a computed value goes in L2, and the state its write is conditional on.
 struct WriteBack {
     installed: Arc<Installed>,
-    id: EntryId,
     observed: Observed,
+}
+
+/// Where one key lives: its epoch stripe and, when L2 is installed, its L2 entry id.
+struct Slot<'k> {
+    key: &'k KeyBytes,
+    stripe: usize,
+    id: Option<EntryId>,
 }
 
 /// The answer of L2 on an L1 miss.
@@ -139,6 +146,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
             function: self.name.to_owned(),
             message,
         })?;
+        let stripe = stripe_of(&key);
         let l2 = match self.codec {
             None => Ok(()),
             Some(_) => match installed() {
@@ -146,13 +154,13 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
                 Some(installed) => {
                     let id = installed.backend.entry_id(self.name, self.version, &key);
                     policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
-                        installed.backend.invalidate(self.name, self.version, &id)
+                        installed.backend.invalidate(self.name, self.version, &id, stripe)
                     })
                     .await
                 }
             },
         };
-        self.epochs.invalidate(&key, || {
+        self.epochs.invalidate(stripe, || {
             self.l1.remove(&key);
             self.flights.forget(&key);
         });
@@ -174,11 +182,17 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
                 }
             },
         };
+        self.drop_all_l1();
+        self.stats.invalidation();
+        self.absorb("invalidate all", l2, self.mode.propagates())
+    }
+
+    /// Kills every L1 entry and every flight of this function in this process; computations
+    /// that started earlier cannot store.
+    fn drop_all_l1(&self) {
         self.epochs.invalidate_all();
         self.flights.forget_all();
         self.l1.clear();
-        self.stats.invalidation();
-        self.absorb("invalidate all", l2, self.mode.propagates())
     }
 
     async fn get<E>(
@@ -191,7 +205,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
             Ok(key) => key,
             Err(message) => return self.uncached(message, body, propagate).await,
         };
-        if let Some(value) = self.l1.get(&key, self.epochs.all()) {
+        if let Some(value) = self.l1.get(&key, self.epochs.all(), self.max_age()) {
             self.stats.l1_hit();
             tracing::trace!(cache = self.name, "tiered: L1 hit");
             return Ok(value);
@@ -211,17 +225,19 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         propagate: bool,
     ) -> Result<V, Failure<E>> {
         // A flight that ended between our L1 miss and joining may have filled L1.
-        if let Some(value) = self.l1.get(key, self.epochs.all()) {
+        if let Some(value) = self.l1.get(key, self.epochs.all(), self.max_age()) {
             self.stats.l1_hit();
             return Ok(value);
         }
+        let installed = self.codec.and_then(|_| installed());
+        let slot = self.slot(key, installed.as_deref());
         // Taken before reading L2: an invalidation after this point refuses our L1 store.
-        let snapshot = self.epochs.snapshot(key);
-        let write_back = match self.lookup(key, propagate).await.map_err(Failure::Backend)? {
+        let snapshot = self.epochs.snapshot(slot.stripe);
+        let write_back = match self.lookup(&slot, installed, propagate).await.map_err(Failure::Backend)? {
             Lookup::Hit(value, remaining) => {
                 self.stats.l2_hit();
                 tracing::debug!(cache = self.name, "tiered: L2 hit");
-                self.store_l1(key, &value, snapshot, remaining);
+                self.store_l1(&slot, &value, snapshot, remaining);
                 return Ok(value);
             }
             Lookup::Miss(write_back) => write_back,
@@ -229,21 +245,40 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         self.stats.miss();
         tracing::debug!(cache = self.name, "tiered: miss, running the function");
         let value = body.await.map_err(Failure::Body)?;
-        self.write_back(key, &value, snapshot, write_back, propagate)
+        self.write_back(&slot, &value, snapshot, write_back, propagate)
             .await
             .map_err(Failure::Backend)?;
         Ok(value)
     }
 
-    async fn lookup(&self, key: &KeyBytes, propagate: bool) -> Result<Lookup<V>, BackendError> {
-        let Some(codec) = self.codec else {
+    fn slot<'k>(&self, key: &'k KeyBytes, installed: Option<&Installed>) -> Slot<'k> {
+        Slot {
+            key,
+            stripe: stripe_of(key),
+            id: installed.map(|installed| installed.backend.entry_id(self.name, self.version, key)),
+        }
+    }
+
+    /// While the invalidation listener is down, L1 entries of an L2-backed function are
+    /// served only while young: another process may have invalidated them meanwhile.
+    #[inline]
+    fn max_age(&self) -> Option<Duration> {
+        self.codec.and_then(|_| staleness_cap())
+    }
+
+    async fn lookup(
+        &self,
+        slot: &Slot<'_>,
+        installed: Option<Arc<Installed>>,
+        propagate: bool,
+    ) -> Result<Lookup<V>, BackendError> {
+        let (Some(codec), Some(id)) = (self.codec, slot.id) else {
             return Ok(Lookup::Miss(None));
         };
-        let Some(installed) = installed() else {
+        let Some(installed) = installed else {
             self.absorb("read", Err(BackendError::NotConfigured), propagate)?;
             return Ok(Lookup::Miss(None));
         };
-        let id = installed.backend.entry_id(self.name, self.version, key);
         let read = policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
             installed.backend.read(self.name, &id)
         })
@@ -267,28 +302,28 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         }
         Ok(Lookup::Miss(Some(WriteBack {
             installed,
-            id,
             observed: read.observed,
         })))
     }
 
     async fn write_back(
         &'static self,
-        key: &KeyBytes,
+        slot: &Slot<'_>,
         value: &V,
         snapshot: Snapshot,
         write_back: Option<WriteBack>,
         propagate: bool,
     ) -> Result<(), BackendError> {
-        let (Some(codec), Some(WriteBack { installed, id, observed })) = (self.codec, write_back) else {
-            self.store_l1(key, value, snapshot, None);
+        let (Some(codec), Some(id), Some(WriteBack { installed, observed })) = (self.codec, slot.id, write_back)
+        else {
+            self.store_l1(slot, value, snapshot, None);
             return Ok(());
         };
         let bytes = match codec.encode(value) {
             Ok(bytes) => bytes,
             Err(reason) => {
                 tracing::warn!(cache = self.name, %reason, "tiered: value cannot be encoded; kept in L1 only");
-                self.store_l1(key, value, snapshot, None);
+                self.store_l1(slot, value, snapshot, None);
                 return Ok(());
             }
         };
@@ -299,17 +334,17 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
                 })
                 .await;
                 match written {
-                    Ok(true) => self.store_l1(key, value, snapshot, None),
+                    Ok(true) => self.store_l1(slot, value, snapshot, None),
                     Ok(false) => self.superseded(),
                     Err(err) => {
                         self.absorb("write", Err(err), propagate)?;
-                        self.store_l1(key, value, snapshot, None);
+                        self.store_l1(slot, value, snapshot, None);
                     }
                 }
             }
             WriteMode::Behind => {
-                self.store_l1(key, value, snapshot, None);
-                let key = key.clone();
+                self.store_l1(slot, value, snapshot, None);
+                let key = slot.key.clone();
                 let tasks = installed.tasks.clone();
                 tasks.spawn(async move {
                     let written = policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
@@ -348,26 +383,29 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         };
         self.stats.miss();
         let value = body.await.map_err(Failure::Body)?;
+        let installed = self.codec.and_then(|_| installed());
+        let slot = self.slot(&key, installed.as_deref());
         if let Some(codec) = self.codec {
-            let stored = match (installed(), codec.encode(&value)) {
-                (None, _) => Err(BackendError::NotConfigured),
-                (Some(_), Err(reason)) => {
+            let stored = match (installed, slot.id, codec.encode(&value)) {
+                (None, _, _) | (_, None, _) => Err(BackendError::NotConfigured),
+                (Some(_), Some(_), Err(reason)) => {
                     tracing::warn!(cache = self.name, %reason, "tiered: value cannot be encoded; kept in L1 only");
                     Ok(())
                 }
-                (Some(installed), Ok(bytes)) => {
-                    let id = installed.backend.entry_id(self.name, self.version, &key);
+                (Some(installed), Some(id), Ok(bytes)) => {
                     policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
-                        installed.backend.overwrite(self.name, self.version, &id, &bytes, self.l2_ttl)
+                        installed
+                            .backend
+                            .overwrite(self.name, self.version, &id, slot.stripe, &bytes, self.l2_ttl)
                     })
                     .await
                 }
             };
             self.absorb("refresh", stored, propagate).map_err(Failure::Backend)?;
         }
-        self.epochs.invalidate(&key, || self.flights.forget(&key));
-        let snapshot = self.epochs.snapshot(&key);
-        self.store_l1(&key, &value, snapshot, None);
+        self.epochs.invalidate(slot.stripe, || self.flights.forget(&key));
+        let snapshot = self.epochs.snapshot(slot.stripe);
+        self.store_l1(&slot, &value, snapshot, None);
         Ok(value)
     }
 
@@ -387,9 +425,10 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         body.await.map_err(Failure::Body)
     }
 
-    fn store_l1(&self, key: &KeyBytes, value: &V, snapshot: Snapshot, remaining: Option<Duration>) {
-        let stored = self.epochs.store_if_current(key, snapshot, || {
-            self.l1.insert(key.clone(), value.clone(), snapshot.all, remaining);
+    fn store_l1(&self, slot: &Slot<'_>, value: &V, snapshot: Snapshot, remaining: Option<Duration>) {
+        let stored = self.epochs.store_if_current(slot.stripe, snapshot, || {
+            self.l1
+                .insert(slot.key.clone(), slot.id.as_ref(), value.clone(), snapshot.all, remaining);
         });
         if !stored {
             self.superseded();
@@ -445,8 +484,19 @@ impl<V: Clone + Send + Sync + 'static> RegisteredCache for FnCache<V> {
         self.stats.snapshot()
     }
 
+    fn has_l2(&self) -> bool {
+        self.codec.is_some()
+    }
+
     fn clear_l1(&self) {
-        self.epochs.invalidate_all();
-        self.l1.clear();
+        self.drop_all_l1();
+    }
+
+    fn evict_remote(&self, notice: &Notice) {
+        match notice {
+            Notice::Key { stripe, id } => self.epochs.invalidate(*stripe, || self.l1.remove_by_id(id)),
+            Notice::All => self.drop_all_l1(),
+        }
+        self.stats.invalidation();
     }
 }

@@ -62,6 +62,15 @@ pub enum BackendError {
         /// The limit that was reached.
         timeout: Duration,
     },
+    /// L2 is being skipped after repeated failures (the circuit breaker is open); it is probed
+    /// again after the cool-down.
+    #[error("PostgreSQL at {target} is skipped after repeated failures (circuit breaker open; next probe in {retry_in:?})")]
+    CircuitOpen {
+        /// Where: `host:port/database`.
+        target: String,
+        /// How long until the next probe may be made.
+        retry_in: Duration,
+    },
     /// The arguments of a call could not be encoded into a cache key.
     #[error("cannot encode the cache key of {function}: {message}")]
     Key {
@@ -84,6 +93,7 @@ impl BackendError {
             BackendError::NotConfigured
             | BackendError::AlreadyInstalled
             | BackendError::InvalidConfig(_)
+            | BackendError::CircuitOpen { .. }
             | BackendError::Key { .. } => false,
         }
     }

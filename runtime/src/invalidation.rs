@@ -1,14 +1,23 @@
 //! Invalidation: per-key and per-function epochs that keep stale results out of L1, and the
 //! registry of every function's cache in this process.
 
-use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::key::KeyBytes;
+use crate::l2::Notice;
 use crate::stats::FunctionStats;
 
 const STRIPES: usize = 64;
+
+/// The epoch stripe of a key: FNV-1a of its bytes, the same in every process and build, so a
+/// notice from another process names the stripe to bump.
+pub(crate) fn stripe_of(key: &KeyBytes) -> usize {
+    let hash = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % STRIPES as u64) as usize
+}
 
 /// Epochs of one function. A computation notes them before it reads L2 and stores its result
 /// in L1 only if no invalidation of its key (or of the whole function) happened meanwhile.
@@ -19,7 +28,6 @@ const STRIPES: usize = 64;
 pub(crate) struct Epochs {
     all: AtomicU64,
     stripes: [Mutex<u64>; STRIPES],
-    hasher: std::hash::RandomState,
 }
 
 /// The epochs one computation started under.
@@ -34,7 +42,6 @@ impl Epochs {
         Epochs {
             all: AtomicU64::new(0),
             stripes: std::array::from_fn(|_| Mutex::new(0)),
-            hasher: std::hash::RandomState::new(),
         }
     }
 
@@ -43,23 +50,20 @@ impl Epochs {
         self.all.load(SeqCst)
     }
 
-    fn stripe(&self, key: &KeyBytes) -> MutexGuard<'_, u64> {
-        let mut hasher = self.hasher.build_hasher();
-        key.hash(&mut hasher);
-        let index = std::hash::Hasher::finish(&hasher) as usize % STRIPES;
+    fn stripe(&self, stripe: usize) -> MutexGuard<'_, u64> {
         // The guarded data is a counter, valid whatever a panicking holder did.
-        self.stripes[index].lock().unwrap_or_else(PoisonError::into_inner)
+        self.stripes[stripe % STRIPES].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn snapshot(&self, key: &KeyBytes) -> Snapshot {
-        let stripe = *self.stripe(key);
+    pub(crate) fn snapshot(&self, stripe: usize) -> Snapshot {
+        let stripe = *self.stripe(stripe);
         Snapshot { all: self.all(), stripe }
     }
 
-    /// Runs `store` (an L1 insert) only if `key` was not invalidated since `snapshot`, atomically
-    /// with respect to [`Epochs::invalidate`]. Returns whether it ran.
-    pub(crate) fn store_if_current(&self, key: &KeyBytes, snapshot: Snapshot, store: impl FnOnce()) -> bool {
-        let stripe = self.stripe(key);
+    /// Runs `store` (an L1 insert) only if the stripe was not invalidated since `snapshot`,
+    /// atomically with respect to [`Epochs::invalidate`]. Returns whether it ran.
+    pub(crate) fn store_if_current(&self, stripe: usize, snapshot: Snapshot, store: impl FnOnce()) -> bool {
+        let stripe = self.stripe(stripe);
         let current = *stripe == snapshot.stripe && self.all() == snapshot.all;
         if current {
             store();
@@ -67,10 +71,10 @@ impl Epochs {
         current
     }
 
-    /// Marks `key` invalidated and runs `evict` (L1 removal) under the same lock, so no
-    /// computation that started earlier can store after it.
-    pub(crate) fn invalidate(&self, key: &KeyBytes, evict: impl FnOnce()) {
-        let mut stripe = self.stripe(key);
+    /// Marks the stripe invalidated and runs `evict` (L1 removal) under the same lock, so no
+    /// computation of its keys that started earlier can store after it.
+    pub(crate) fn invalidate(&self, stripe: usize, evict: impl FnOnce()) {
+        let mut stripe = self.stripe(stripe);
         *stripe += 1;
         evict();
     }
@@ -86,8 +90,13 @@ impl Epochs {
 pub(crate) trait RegisteredCache: Send + Sync {
     fn name(&self) -> &str;
     fn stats(&self) -> FunctionStats;
-    /// Drops every L1 entry of this process (L2 untouched).
+    /// Whether the function has an L2, so other processes can invalidate its entries.
+    fn has_l2(&self) -> bool;
+    /// Drops every L1 entry of this process (L2 untouched), and keeps computations that
+    /// started earlier from storing.
     fn clear_l1(&self);
+    /// Applies another process's invalidation.
+    fn evict_remote(&self, notice: &Notice);
 }
 
 /// Every function cache created in this process.
@@ -143,18 +152,26 @@ mod tests {
     #[test]
     fn a_store_after_an_invalidation_of_its_key_is_refused() {
         let epochs = Epochs::new();
-        let before = epochs.snapshot(&k(1));
-        epochs.invalidate(&k(1), || {});
-        assert!(!epochs.store_if_current(&k(1), before, || panic!("stored a stale value")));
-        let after = epochs.snapshot(&k(1));
-        assert!(epochs.store_if_current(&k(1), after, || {}));
+        let stripe = stripe_of(&k(1));
+        let before = epochs.snapshot(stripe);
+        epochs.invalidate(stripe, || {});
+        assert!(!epochs.store_if_current(stripe, before, || panic!("stored a stale value")));
+        let after = epochs.snapshot(stripe);
+        assert!(epochs.store_if_current(stripe, after, || {}));
     }
 
     #[test]
     fn a_store_after_invalidate_all_is_refused() {
         let epochs = Epochs::new();
-        let before = epochs.snapshot(&k(1));
+        let before = epochs.snapshot(stripe_of(&k(1)));
         epochs.invalidate_all();
-        assert!(!epochs.store_if_current(&k(1), before, || panic!("stored a stale value")));
+        assert!(!epochs.store_if_current(stripe_of(&k(1)), before, || panic!("stored a stale value")));
+    }
+
+    #[test]
+    fn stripes_are_stable_across_processes_and_spread_keys() {
+        assert_eq!(stripe_of(&KeyBytes::from_slice(b"")), 0xcbf2_9ce4_8422_2325_u64 as usize % STRIPES);
+        let used: std::collections::HashSet<usize> = (0..=255).map(|n| stripe_of(&k(n))).collect();
+        assert!(used.len() > STRIPES / 2);
     }
 }

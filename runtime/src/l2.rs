@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Pool, PoolError};
 use sha2::{Digest, Sha256};
 
+use crate::breaker::{Breaker, BreakerSettings};
 use crate::error::BackendError;
 
 /// How long a tombstone stays in the table. A computation that took longer than half of it
@@ -44,6 +45,67 @@ pub(crate) struct L2Read {
     pub(crate) observed: Observed,
 }
 
+/// What an invalidation notice asks other processes to drop from their L1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// One entry: its id, and its epoch stripe (so in-flight computations of it cannot store).
+    Key { stripe: usize, id: EntryId },
+    /// Every entry of the function.
+    All,
+}
+
+/// The payload of a NOTIFY: `origin|k|stripe|id|function` or `origin|a||function`. It names
+/// the entry by its digest, never by its key or value.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Payload<'a> {
+    pub(crate) origin: u64,
+    pub(crate) function: &'a str,
+    pub(crate) notice: Notice,
+}
+
+impl<'a> Payload<'a> {
+    pub(crate) fn encode(&self) -> String {
+        use std::fmt::Write;
+        let mut text = format!("{:x}|", self.origin);
+        match &self.notice {
+            Notice::Key { stripe, id } => {
+                let _ = write!(text, "k|{stripe}|");
+                for byte in id {
+                    let _ = write!(text, "{byte:02x}");
+                }
+            }
+            Notice::All => text.push_str("a||"),
+        }
+        text.push('|');
+        text.push_str(self.function);
+        text
+    }
+
+    pub(crate) fn parse(text: &'a str) -> Option<Payload<'a>> {
+        let mut fields = text.splitn(5, '|');
+        let origin = u64::from_str_radix(fields.next()?, 16).ok()?;
+        let kind = fields.next()?;
+        let stripe = fields.next()?;
+        let id = fields.next()?;
+        let function = fields.next()?;
+        let notice = match kind {
+            "a" => Notice::All,
+            "k" if id.len() == 64 => {
+                let mut bytes = [0u8; 32];
+                for (i, byte) in bytes.iter_mut().enumerate() {
+                    *byte = u8::from_str_radix(id.get(2 * i..2 * i + 2)?, 16).ok()?;
+                }
+                Notice::Key {
+                    stripe: stripe.parse().ok()?,
+                    id: bytes,
+                }
+            }
+            _ => return None,
+        };
+        Some(Payload { origin, function, notice })
+    }
+}
+
 /// The installed PostgreSQL backend.
 pub(crate) struct PgBackend {
     pool: Pool,
@@ -51,7 +113,25 @@ pub(crate) struct PgBackend {
     namespace: String,
     target: String,
     timeout: Duration,
+    breaker: Breaker,
     sql: Statements,
+    /// The NOTIFY channel of this table and namespace.
+    channel: String,
+    origin: u64,
+}
+
+/// Where and how the backend connects, from the builder.
+pub(crate) struct L2Settings {
+    pub(crate) table: String,
+    pub(crate) namespace: String,
+    /// `host:port/database`, for error messages.
+    pub(crate) target: String,
+    pub(crate) timeout: Duration,
+    /// The timeout of the first connection and the schema check at install.
+    pub(crate) connect_timeout: Duration,
+    pub(crate) breaker: BreakerSettings,
+    /// This runtime's id in the notices it sends.
+    pub(crate) origin: u64,
 }
 
 /// The statements, with the validated table name spliced in; user data is always a parameter.
@@ -61,6 +141,8 @@ struct Statements {
     overwrite: String,
     invalidate: String,
     invalidate_all: String,
+    sweep_expired: String,
+    sweep_dead_epochs: String,
 }
 
 impl Statements {
@@ -82,24 +164,45 @@ impl Statements {
                      expires_at = EXCLUDED.expires_at, updated_at = now() \
                  WHERE c.generation = EXCLUDED.generation"
             ),
+            // The changes other processes must hear of notify in the same statement, hence the
+            // same transaction: a notice is sent if and only if the change committed.
             overwrite: format!(
-                "INSERT INTO {table} AS c {columns} \
+                "WITH changed AS (INSERT INTO {table} AS c {columns} \
                  VALUES ($1, $2, $3, $4, $5, 1, {epoch}, now() + make_interval(secs => $6)) \
                  ON CONFLICT (id) DO UPDATE SET value = EXCLUDED.value, generation = c.generation + 1, \
-                     epoch = EXCLUDED.epoch, expires_at = EXCLUDED.expires_at, updated_at = now()"
+                     epoch = EXCLUDED.epoch, expires_at = EXCLUDED.expires_at, updated_at = now() \
+                 RETURNING 1) SELECT pg_notify($7, $8) FROM changed"
             ),
             invalidate: format!(
-                "INSERT INTO {table} AS c {columns} \
+                "WITH changed AS (INSERT INTO {table} AS c {columns} \
                  VALUES ($1, $2, $3, $4, NULL, 1, 0, now() + make_interval(secs => $5)) \
                  ON CONFLICT (id) DO UPDATE SET value = NULL, generation = c.generation + 1, \
-                     expires_at = EXCLUDED.expires_at, updated_at = now()"
+                     expires_at = EXCLUDED.expires_at, updated_at = now() \
+                 RETURNING 1) SELECT pg_notify($6, $7) FROM changed"
             ),
             invalidate_all: format!(
-                "INSERT INTO {table}_epochs AS e (namespace, function, epoch) VALUES ($1, $2, 1) \
-                 ON CONFLICT (namespace, function) DO UPDATE SET epoch = e.epoch + 1"
+                "WITH changed AS (INSERT INTO {table}_epochs AS e (namespace, function, epoch) \
+                 VALUES ($1, $2, 1) ON CONFLICT (namespace, function) DO UPDATE SET epoch = e.epoch + 1 \
+                 RETURNING 1) SELECT pg_notify($3, $4) FROM changed"
+            ),
+            sweep_expired: format!(
+                "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE expires_at < now() \
+                 LIMIT $1 FOR UPDATE SKIP LOCKED)"
+            ),
+            sweep_dead_epochs: format!(
+                "DELETE FROM {table} WHERE id IN (SELECT c.id FROM {table} c JOIN {table}_epochs e \
+                 ON e.namespace = c.namespace AND e.function = c.function \
+                 WHERE c.epoch < e.epoch AND c.value IS NOT NULL LIMIT $1 FOR UPDATE OF c SKIP LOCKED)"
             ),
         }
     }
+}
+
+/// `<table>_<hash of namespace>`: one channel per table and namespace, a valid identifier of
+/// at most 57 characters.
+fn channel(table: &str, namespace: &str) -> String {
+    let digest = Sha256::digest(namespace.as_bytes());
+    format!("{table}_{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3])
 }
 
 fn seconds(duration: Option<Duration>) -> Option<f64> {
@@ -108,24 +211,23 @@ fn seconds(duration: Option<Duration>) -> Option<f64> {
 
 impl PgBackend {
     /// Checks out a connection, creates the tables if missing, and returns the backend.
-    pub(crate) async fn connect(
-        pool: Pool,
-        table: String,
-        namespace: String,
-        target: String,
-        timeout: Duration,
-        connect_timeout: Duration,
-    ) -> Result<Self, BackendError> {
+    pub(crate) async fn connect(pool: Pool, settings: L2Settings) -> Result<Self, BackendError> {
         let backend = PgBackend {
-            sql: Statements::new(&table),
+            sql: Statements::new(&settings.table),
+            channel: channel(&settings.table, &settings.namespace),
+            origin: settings.origin,
             pool,
-            table,
-            namespace,
-            target,
-            timeout: connect_timeout,
+            table: settings.table,
+            namespace: settings.namespace,
+            target: settings.target,
+            timeout: settings.connect_timeout,
+            breaker: Breaker::new(settings.breaker),
         };
         backend.create_schema().await?;
-        Ok(PgBackend { timeout, ..backend })
+        Ok(PgBackend {
+            timeout: settings.timeout,
+            ..backend
+        })
     }
 
     async fn create_schema(&self) -> Result<(), BackendError> {
@@ -245,20 +347,32 @@ impl PgBackend {
 
     /// Stores a value unconditionally and bumps the entry's generation, so computations that
     /// started earlier cannot overwrite it (used by `refresh_*`).
+    #[allow(clippy::too_many_arguments)] // the columns of one row
     pub(crate) async fn overwrite(
         &self,
         function: &str,
         version: u32,
         id: &EntryId,
+        stripe: usize,
         value: &[u8],
         ttl: Option<Duration>,
     ) -> Result<(), BackendError> {
+        let notice = self.notice(function, Notice::Key { stripe, id: *id });
         self.with_client("refresh", |client| async move {
             let statement = client.prepare_cached(&self.sql.overwrite).await?;
             client
                 .execute(
                     &statement,
-                    &[&&id[..], &self.namespace, &function, &i64::from(version), &value, &seconds(ttl)],
+                    &[
+                        &&id[..],
+                        &self.namespace,
+                        &function,
+                        &i64::from(version),
+                        &value,
+                        &seconds(ttl),
+                        &self.channel,
+                        &notice,
+                    ],
                 )
                 .await
         })
@@ -266,8 +380,15 @@ impl PgBackend {
         .map(drop)
     }
 
-    /// Replaces the entry with a tombstone of a newer generation.
-    pub(crate) async fn invalidate(&self, function: &str, version: u32, id: &EntryId) -> Result<(), BackendError> {
+    /// Replaces the entry with a tombstone of a newer generation and tells other processes.
+    pub(crate) async fn invalidate(
+        &self,
+        function: &str,
+        version: u32,
+        id: &EntryId,
+        stripe: usize,
+    ) -> Result<(), BackendError> {
+        let notice = self.notice(function, Notice::Key { stripe, id: *id });
         self.with_client("invalidate", |client| async move {
             let statement = client.prepare_cached(&self.sql.invalidate).await?;
             client
@@ -279,6 +400,8 @@ impl PgBackend {
                         &function,
                         &i64::from(version),
                         &TOMBSTONE_LIFETIME.as_secs_f64(),
+                        &self.channel,
+                        &notice,
                     ],
                 )
                 .await
@@ -289,26 +412,76 @@ impl PgBackend {
 
     /// Starts a new epoch for the function: every row it had becomes unreadable at once.
     pub(crate) async fn invalidate_all(&self, function: &str) -> Result<(), BackendError> {
+        let notice = self.notice(function, Notice::All);
         self.with_client("invalidate all", |client| async move {
             let statement = client.prepare_cached(&self.sql.invalidate_all).await?;
-            client.execute(&statement, &[&self.namespace, &function]).await
+            client
+                .execute(&statement, &[&self.namespace, &function, &self.channel, &notice])
+                .await
         })
         .await
         .map(drop)
     }
 
+    fn notice(&self, function: &str, notice: Notice) -> String {
+        Payload {
+            origin: self.origin,
+            function,
+            notice,
+        }
+        .encode()
+    }
+
+    /// The channel other processes' notices arrive on.
+    pub(crate) fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Deletes expired rows and rows of dead epochs, in batches of `batch` rows, each
+    /// statement limited to `statement_timeout` on the server. Returns how many were deleted.
+    pub(crate) async fn sweep(&self, batch: i64, statement_timeout: Duration) -> Result<u64, BackendError> {
+        let mut deleted = 0;
+        for sql in [&self.sql.sweep_expired, &self.sql.sweep_dead_epochs] {
+            loop {
+                let rows = self
+                    .with_client("sweep", |mut client| async move {
+                        let tx = client.transaction().await?;
+                        tx.batch_execute(&format!(
+                            "SET LOCAL statement_timeout = {}",
+                            statement_timeout.as_millis()
+                        ))
+                        .await?;
+                        let rows = tx.execute(sql.as_str(), &[&batch]).await?;
+                        tx.commit().await?;
+                        Ok(rows)
+                    })
+                    .await?;
+                deleted += rows;
+                if rows < batch as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Runs `op` on a pooled connection within the L2 timeout (waiting for the connection
-    /// included), mapping every failure to a `BackendError` that says what and where.
+    /// included) unless the circuit breaker is open, mapping every failure to a `BackendError`
+    /// that says what and where.
     async fn with_client<'a, T, F, Fut>(&'a self, operation: &'static str, op: F) -> Result<T, BackendError>
     where
         F: FnOnce(deadpool_postgres::Object) -> Fut + 'a,
         Fut: Future<Output = Result<T, tokio_postgres::Error>> + 'a,
     {
+        let admitted = self.breaker.admit().map_err(|retry_in| BackendError::CircuitOpen {
+            target: self.target.clone(),
+            retry_in,
+        })?;
         let attempt = async {
             let client = self.pool.get().await.map_err(|err| self.pool_error(operation, err))?;
             op(client).await.map_err(|err| self.query_error(operation, &err))
         };
-        tokio::time::timeout(self.timeout, attempt)
+        let outcome = tokio::time::timeout(self.timeout, attempt)
             .await
             .unwrap_or_else(|_| {
                 Err(BackendError::Timeout {
@@ -316,7 +489,10 @@ impl PgBackend {
                     target: self.target.clone(),
                     timeout: self.timeout,
                 })
-            })
+            });
+        // A permanent error (bad SQL, permission) is still an answer from the server.
+        admitted.finish(!matches!(&outcome, Err(err) if err.is_retryable()));
+        outcome
     }
 
     fn pool_error(&self, operation: &'static str, err: PoolError) -> BackendError {
@@ -375,5 +551,36 @@ fn is_transient(err: &tokio_postgres::Error) -> bool {
             let code = state.code();
             ["08", "40", "53", "57P"].iter().any(|class| code.starts_with(class))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_and_garbage_is_rejected() {
+        let key = Payload {
+            origin: 0xfeed,
+            function: "app::users|by id",
+            notice: Notice::Key { stripe: 17, id: [7; 32] },
+        };
+        assert_eq!(Payload::parse(&key.encode()), Some(key));
+        let all = Payload {
+            origin: 1,
+            function: "f",
+            notice: Notice::All,
+        };
+        assert_eq!(Payload::parse(&all.encode()), Some(all));
+        for garbage in ["", "x|k|1|00|f", "1|k|1|00|f", "1|z||f", "1|k|x|" ] {
+            assert_eq!(Payload::parse(garbage), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn channels_are_short_identifiers_distinct_per_namespace() {
+        let a = channel(&"t".repeat(48), "billing");
+        assert!(a.len() <= 57);
+        assert_ne!(a, channel(&"t".repeat(48), "shipping"));
     }
 }

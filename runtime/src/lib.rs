@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod breaker;
 mod cache;
 mod codec;
 mod error;
@@ -14,11 +15,13 @@ mod invalidation;
 mod key;
 mod l1;
 mod l2;
+mod listener;
 mod policy;
 mod runtime;
 mod single_flight;
 mod site;
 mod stats;
+mod sweeper;
 
 pub use deadpool_postgres;
 pub use error::BackendError;

@@ -90,7 +90,10 @@ where
         match op().await {
             Ok(value) => return Ok(value),
             Err(err) => {
-                stats.backend_error();
+                match err {
+                    BackendError::CircuitOpen { .. } => stats.short_circuit(),
+                    _ => stats.backend_error(),
+                }
                 if attempt >= attempts || !err.is_retryable() {
                     return Err(err);
                 }

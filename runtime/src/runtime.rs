@@ -5,18 +5,25 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::breaker::BreakerSettings;
 use crate::error::BackendError;
-use crate::l2::PgBackend;
+use crate::l2::{L2Settings, PgBackend};
+use crate::listener::{self, ListenerSettings};
 use crate::policy::Backoff;
+use crate::sweeper;
 
 /// The installed backend and the background work that depends on it.
 pub(crate) struct Installed {
     pub(crate) backend: PgBackend,
     pub(crate) backoff: Backoff,
-    /// Write-behind tasks, awaited by [`shutdown`].
+    /// Write-behind tasks, the listener and the sweeper, awaited by [`shutdown`].
     pub(crate) tasks: TaskTracker,
+    /// Stops the listener and the sweeper.
+    stop: CancellationToken,
 }
 
 static INSTALLED: RwLock<Option<Arc<Installed>>> = RwLock::new(None);
@@ -53,7 +60,11 @@ impl Runtime {
             l2_timeout: Duration::from_millis(300),
             connect_timeout: Duration::from_secs(5),
             backoff: Backoff::DEFAULT,
+            breaker: BreakerSettings::DEFAULT,
             max_connections: 16,
+            listen_url: None,
+            staleness_bound: Duration::from_secs(2),
+            sweep_interval: Duration::from_secs(60),
         }
     }
 }
@@ -72,7 +83,11 @@ pub struct RuntimeBuilder {
     l2_timeout: Duration,
     connect_timeout: Duration,
     backoff: Backoff,
+    breaker: BreakerSettings,
     max_connections: usize,
+    listen_url: Option<String>,
+    staleness_bound: Duration,
+    sweep_interval: Duration,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -132,6 +147,45 @@ impl RuntimeBuilder {
         self
     }
 
+    /// After this many consecutive failed L2 operations (default 5), the circuit breaker
+    /// opens: L2 is skipped (an `L1Only`/`Retry` call costs no L2 time, an `Error` call fails
+    /// at once with [`BackendError::CircuitOpen`]) until one probe succeeds.
+    pub fn breaker_threshold(mut self, failures: u32) -> Self {
+        self.breaker.threshold = failures.max(1);
+        self
+    }
+
+    /// How long the open breaker skips L2 before probing (default 1 s), and the cap that
+    /// cool-down grows to as probes keep failing (default 30 s).
+    pub fn breaker_cooldown(mut self, first: Duration, max: Duration) -> Self {
+        self.breaker.cooldown = first;
+        self.breaker.max_cooldown = max.max(first);
+        self
+    }
+
+    /// The server for the invalidation listener's own connection (no TLS), when the runtime
+    /// is given a pool: a pooled connection cannot receive notifications. With
+    /// `postgres_url`, the listener uses that URL and this is not needed.
+    pub fn listen_url(mut self, url: impl Into<String>) -> Self {
+        self.listen_url = Some(url.into());
+        self
+    }
+
+    /// While the invalidation listener is disconnected (other processes' invalidations may be
+    /// missed), L1 entries of `backend = "pg"` functions older than this are not served
+    /// (default 2 s). On reconnection every such L1 is cleared.
+    pub fn max_stale_while_disconnected(mut self, bound: Duration) -> Self {
+        self.staleness_bound = bound;
+        self
+    }
+
+    /// How often expired rows, old tombstones and rows of invalidated epochs are deleted
+    /// (default 60 s), in batches of 1,000 with a 5 s statement timeout.
+    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
     /// The most connections the pool built from `postgres_url` opens (default 16).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max.max(1);
@@ -147,37 +201,77 @@ impl RuntimeBuilder {
     /// (the message says where), [`BackendError::AlreadyInstalled`] if a runtime is installed.
     pub async fn install(self) -> Result<(), BackendError> {
         validate_table(&self.table)?;
-        let (pool, target) = match self.source {
+        let listen_config = self.listen_url.as_deref().map(parse_url).transpose()?;
+        let (pool, target, url_config) = match self.source {
             None => {
                 return Err(BackendError::InvalidConfig(
                     "no server given: call .postgres_url(..) or .postgres_pool(..)".into(),
                 ))
             }
-            Some(Source::Url(url)) => pool_from_url(&url, self.max_connections)?,
-            Some(Source::Pool(pool)) => (pool, "the pool given to postgres_pool".to_owned()),
+            Some(Source::Url(url)) => {
+                let config = parse_url(&url)?;
+                let (pool, target) = pool_from_config(config.clone(), self.max_connections)?;
+                (pool, target, Some(config))
+            }
+            Some(Source::Pool(pool)) => (pool, "the pool given to postgres_pool".to_owned(), None),
         };
         if installed().is_some() {
             return Err(BackendError::AlreadyInstalled);
         }
-        let backend = PgBackend::connect(
-            pool,
-            self.table,
-            self.namespace,
+        let origin = fastrand::u64(..);
+        let connect_timeout = self.connect_timeout.max(self.l2_timeout);
+        let settings = L2Settings {
+            table: self.table,
+            namespace: self.namespace,
             target,
-            self.l2_timeout,
-            self.connect_timeout.max(self.l2_timeout),
-        )
-        .await?;
-        let mut slot = INSTALLED.write().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_some() {
-            return Err(BackendError::AlreadyInstalled);
-        }
-        tracing::info!(target = backend.target(), "tiered: PostgreSQL L2 installed");
-        *slot = Some(Arc::new(Installed {
+            timeout: self.l2_timeout,
+            connect_timeout,
+            breaker: self.breaker,
+            origin,
+        };
+        let backend = PgBackend::connect(pool, settings).await?;
+        let listener = listen_config.or(url_config).map(|config| ListenerSettings {
+            config,
+            channel: backend.channel().to_owned(),
+            origin,
+            heartbeat: Duration::from_secs(1),
+            timeout: connect_timeout,
+            staleness_bound: self.staleness_bound,
+        });
+        let installed = Arc::new(Installed {
             backend,
             backoff: self.backoff,
             tasks: TaskTracker::new(),
-        }));
+            stop: CancellationToken::new(),
+        });
+        {
+            let mut slot = INSTALLED.write().unwrap_or_else(PoisonError::into_inner);
+            if slot.is_some() {
+                return Err(BackendError::AlreadyInstalled);
+            }
+            *slot = Some(installed.clone());
+        }
+        tracing::info!(target = installed.backend.target(), "tiered: PostgreSQL L2 installed");
+        installed.tasks.spawn(sweeper::run(
+            Arc::downgrade(&installed),
+            self.sweep_interval,
+            installed.stop.clone(),
+        ));
+        match listener {
+            Some(settings) => {
+                let listening = Arc::new(Notify::new());
+                installed
+                    .tasks
+                    .spawn(listener::run(settings, installed.stop.clone(), listening.clone()));
+                if tokio::time::timeout(connect_timeout, listening.notified()).await.is_err() {
+                    tracing::warn!("tiered: the invalidation listener is not connected yet; it keeps trying");
+                }
+            }
+            None => tracing::warn!(
+                "tiered: no listen_url for the pool given to postgres_pool: other processes' \
+                 invalidations reach this process's L1 only through its TTL"
+            ),
+        }
         Ok(())
     }
 }
@@ -196,10 +290,12 @@ fn validate_table(table: &str) -> Result<(), BackendError> {
     }
 }
 
-fn pool_from_url(url: &str, max_connections: usize) -> Result<(Pool, String), BackendError> {
-    let config = tokio_postgres::Config::from_str(url).map_err(|err| {
-        BackendError::InvalidConfig(format!("PostgreSQL URL {}: {err}", redact(url)))
-    })?;
+fn parse_url(url: &str) -> Result<tokio_postgres::Config, BackendError> {
+    tokio_postgres::Config::from_str(url)
+        .map_err(|err| BackendError::InvalidConfig(format!("PostgreSQL URL {}: {err}", redact(url))))
+}
+
+fn pool_from_config(config: tokio_postgres::Config, max_connections: usize) -> Result<(Pool, String), BackendError> {
     let target = describe_target(&config);
     let manager = Manager::from_config(
         config,
@@ -248,7 +344,8 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// Stops the runtime: waits for write-behind work to finish, then closes the pool.
+/// Stops the runtime: stops the invalidation listener and the sweeper, waits for
+/// write-behind work to finish, then closes the pool.
 /// `backend = "pg"` functions keep working L1-only (as if never installed) until the next
 /// `install`.
 ///
@@ -260,6 +357,7 @@ fn redact(url: &str) -> String {
 pub async fn shutdown() {
     let installed = INSTALLED.write().unwrap_or_else(PoisonError::into_inner).take();
     if let Some(installed) = installed {
+        installed.stop.cancel();
         installed.tasks.close();
         installed.tasks.wait().await;
         installed.backend.close();
@@ -275,7 +373,7 @@ mod tests {
     fn passwords_never_reach_error_messages() {
         assert_eq!(redact("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
         assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
-        let err = pool_from_url("postgres://app:s3cret@db:notaport/x", 1).unwrap_err();
+        let err = parse_url("postgres://app:s3cret@db:notaport/x").unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
         assert!(err.to_string().contains("PostgreSQL URL"), "{err}");
     }

@@ -22,6 +22,8 @@ pub struct FunctionStats {
     pub backend_errors: u64,
     /// Retries made under `on_failure = "retry(N)"`.
     pub retries: u64,
+    /// L2 operations skipped because the circuit breaker was open.
+    pub short_circuited: u64,
     /// Invalidations applied to this process's L1 (single keys and whole functions).
     pub invalidations: u64,
 }
@@ -35,6 +37,7 @@ pub(crate) struct FnStats {
     coalesced: AtomicU64,
     backend_errors: AtomicU64,
     retries: AtomicU64,
+    short_circuited: AtomicU64,
     invalidations: AtomicU64,
 }
 
@@ -57,6 +60,9 @@ impl FnStats {
     pub(crate) fn retry(&self) {
         self.retries.fetch_add(1, Relaxed);
     }
+    pub(crate) fn short_circuit(&self) {
+        self.short_circuited.fetch_add(1, Relaxed);
+    }
     pub(crate) fn invalidation(&self) {
         self.invalidations.fetch_add(1, Relaxed);
     }
@@ -69,6 +75,7 @@ impl FnStats {
             coalesced: self.coalesced.load(Relaxed),
             backend_errors: self.backend_errors.load(Relaxed),
             retries: self.retries.load(Relaxed),
+            short_circuited: self.short_circuited.load(Relaxed),
             invalidations: self.invalidations.load(Relaxed),
         }
     }
@@ -82,6 +89,7 @@ impl std::ops::AddAssign for FunctionStats {
         self.coalesced += other.coalesced;
         self.backend_errors += other.backend_errors;
         self.retries += other.retries;
+        self.short_circuited += other.short_circuited;
         self.invalidations += other.invalidations;
     }
 }

@@ -1,0 +1,208 @@
+//! Each `BackendFailureMode` with PostgreSQL unreachable (a proxy that refuses or stalls, or the
+//! server itself stopped), and recovery once it is back — without restarting the process.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use common::{block_on, query_i64, stats_of};
+use tiered::{tiered_cached, BackendError};
+use tiered_testkit::{FaultProxy, PgServer, ProxyMode};
+
+const L2_TIMEOUT: Duration = Duration::from_millis(500);
+
+struct Setup {
+    proxy: FaultProxy,
+    table: String,
+}
+
+/// The runtime is installed through a proxy, so tests can take the server away. Tests share
+/// it and switch its mode, so they run one at a time.
+fn setup() -> (MutexGuard<'static, ()>, &'static Setup) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    static SETUP: OnceLock<Setup> = OnceLock::new();
+    let guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    let setup = SETUP.get_or_init(|| {
+        let server = PgServer::shared();
+        let proxy = block_on(FaultProxy::start(server.host_port())).expect("start the proxy");
+        let table = tiered_testkit::unique_name("t");
+        block_on(
+            tiered::Runtime::builder()
+                .postgres_url(proxy.url_for(server.url()))
+                .table(&table)
+                .l2_timeout(L2_TIMEOUT)
+                .retry_base_delay(Duration::from_millis(20))
+                .retry_max_delay(Duration::from_millis(200))
+                .breaker_threshold(u32::MAX) // the breaker has its own tests
+                .install(),
+        )
+        .expect("install through the proxy");
+        Setup { proxy, table }
+    });
+    setup.proxy.set_mode(ProxyMode::Pass);
+    (guard, setup)
+}
+
+impl Setup {
+    /// Rows holding a value for `function`, read directly from the server (not via the proxy).
+    async fn live_rows(&self, function: &str) -> i64 {
+        query_i64(&format!(
+            "SELECT count(*) FROM {} WHERE function = '{function}' AND value IS NOT NULL",
+            self.table
+        ))
+        .await[0]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AppError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+static LENIENT_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[tiered_cached(name = "lenient")]
+async fn lenient(id: u64) -> u64 {
+    LENIENT_RUNS.fetch_add(1, SeqCst);
+    id
+}
+
+#[test]
+fn l1_only_succeeds_with_the_server_down_and_uses_l2_again_once_it_is_back() {
+    let (_serial, setup) = setup();
+    block_on(async {
+        setup.proxy.set_mode(ProxyMode::Refuse);
+        assert_eq!(lenient(1).await, 1, "the call succeeds without L2");
+        assert_eq!(lenient(1).await, 1);
+        assert_eq!(LENIENT_RUNS.load(SeqCst), 1, "L1 alone served the second call");
+        assert!(stats_of("lenient").backend_errors >= 1);
+        invalidate_lenient(1).await.expect("L1Only invalidation succeeds with L2 down");
+
+        setup.proxy.set_mode(ProxyMode::Pass);
+        assert_eq!(lenient(2).await, 2);
+        assert_eq!(setup.live_rows("lenient").await, 1, "L2 is written again after recovery");
+        tiered::clear_l1();
+        assert_eq!(lenient(2).await, 2);
+        assert_eq!(stats_of("lenient").l2_hits, 1, "and read again");
+    });
+}
+
+static STRICT_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[tiered_cached(name = "strict", on_failure = "error")]
+async fn strict(id: u64) -> Result<u64, AppError> {
+    STRICT_RUNS.fetch_add(1, SeqCst);
+    Ok(id)
+}
+
+#[test]
+fn error_mode_returns_the_backend_error_to_the_caller() {
+    let (_serial, setup) = setup();
+    block_on(async {
+        setup.proxy.set_mode(ProxyMode::Refuse);
+        let err = strict(1).await.unwrap_err();
+        let AppError::Backend(backend) = err;
+        assert!(backend.is_retryable(), "a refused connection is retryable: {backend:?}");
+        assert!(
+            backend.to_string().contains(&setup.proxy.addr().port().to_string()),
+            "the error says where: {backend}"
+        );
+        assert_eq!(STRICT_RUNS.load(SeqCst), 0, "the body does not run when L2 cannot be read");
+        assert!(invalidate_strict(1).await.is_err());
+        assert!(invalidate_all_strict().await.is_err());
+
+        setup.proxy.set_mode(ProxyMode::Pass);
+        assert_eq!(strict(1).await.unwrap(), 1);
+        assert_eq!(setup.live_rows("strict").await, 1);
+        invalidate_strict(1).await.unwrap();
+    });
+}
+
+static RETRIED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[tiered_cached(name = "retried", on_failure = "retry(4)")]
+async fn retried(id: u64) -> u64 {
+    RETRIED_RUNS.fetch_add(1, SeqCst);
+    id
+}
+
+#[test]
+fn retry_makes_exactly_the_configured_attempts_with_backoff_then_falls_back_to_l1() {
+    let (_serial, setup) = setup();
+    block_on(async {
+        setup.proxy.set_mode(ProxyMode::Refuse);
+        let before = stats_of("retried");
+        let connections = setup.proxy.connections_accepted();
+        let started = Instant::now();
+        assert_eq!(retried(1).await, 1, "after the attempts, the L1Only behaviour");
+        let elapsed = started.elapsed();
+        let after = stats_of("retried");
+        assert_eq!(after.backend_errors - before.backend_errors, 4, "4 attempts in total");
+        assert_eq!(after.retries - before.retries, 3);
+        let dialled = setup.proxy.connections_accepted() - connections;
+        assert!((3..=4).contains(&dialled), "each attempt went to the network: {dialled}");
+        // Backoff 20 ms, 40 ms, 80 ms (+ up to 25 % jitter each).
+        assert!(elapsed >= Duration::from_millis(140), "no backoff between attempts: {elapsed:?}");
+        assert_eq!(RETRIED_RUNS.load(SeqCst), 1);
+        assert_eq!(retried(1).await, 1);
+        assert_eq!(RETRIED_RUNS.load(SeqCst), 1, "served from L1");
+    });
+}
+
+#[tiered_cached(name = "stalled")]
+async fn stalled(id: u64) -> u64 {
+    id
+}
+
+#[tiered_cached(name = "stalled_strict", on_failure = "error")]
+async fn stalled_strict(id: u64) -> Result<u64, AppError> {
+    Ok(id)
+}
+
+#[test]
+fn a_stalled_server_costs_a_call_at_most_the_l2_timeout() {
+    let (_serial, setup) = setup();
+    block_on(async {
+        setup.proxy.set_mode(ProxyMode::Stall);
+        let started = Instant::now();
+        assert_eq!(stalled(1).await, 1);
+        assert!(started.elapsed() < L2_TIMEOUT * 4, "took {:?}", started.elapsed());
+
+        let started = Instant::now();
+        let AppError::Backend(err) = stalled_strict(1).await.unwrap_err();
+        assert!(matches!(err, BackendError::Timeout { .. }), "{err:?}");
+        assert!(started.elapsed() < L2_TIMEOUT * 4, "took {:?}", started.elapsed());
+        setup.proxy.cut_all();
+    });
+}
+
+static KILLED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[tiered_cached(name = "killed")]
+async fn survives(id: u64) -> u64 {
+    KILLED_RUNS.fetch_add(1, SeqCst);
+    id
+}
+
+#[test]
+fn with_the_server_killed_and_restarted_mid_run_calls_never_fail() {
+    let (_serial, setup) = setup();
+    let server = PgServer::shared();
+    if server.is_external() {
+        eprintln!("not run: this test stops the server, which it cannot do to TIERED_TEST_DATABASE_URL");
+        return;
+    }
+    block_on(async {
+        assert_eq!(survives(1).await, 1);
+        server.stop().expect("stop the server");
+        assert_eq!(survives(1).await, 1, "L1 hit");
+        assert_eq!(survives(2).await, 2, "miss computed without L2");
+        server.start_again().expect("restart the server");
+        assert_eq!(survives(3).await, 3);
+        assert_eq!(setup.live_rows("killed").await, 2, "rows for keys 1 and 3");
+        assert_eq!(KILLED_RUNS.load(SeqCst), 3);
+    });
+}
