@@ -23,10 +23,17 @@ impl BreakerSettings {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant, cooldown: Duration },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+        cooldown: Duration,
+    },
     /// One operation is probing the server; the others are still skipped.
-    Probing { cooldown: Duration },
+    Probing {
+        cooldown: Duration,
+    },
 }
 
 /// The breaker of one installed backend (one server), shared by every function.
@@ -89,8 +96,14 @@ impl Breaker {
             }
             (State::Probing { cooldown }, false) if probe => {
                 let cooldown = (cooldown * 2).min(settings.max_cooldown);
-                tracing::warn!(?cooldown, "tiered: circuit breaker probe failed; skipping L2 longer");
-                State::Open { until: Instant::now() + cooldown, cooldown }
+                tracing::warn!(
+                    ?cooldown,
+                    "tiered: circuit breaker probe failed; skipping L2 longer"
+                );
+                State::Open {
+                    until: Instant::now() + cooldown,
+                    cooldown,
+                }
             }
             (State::Closed { .. }, true) => State::Closed { failures: 0 },
             (State::Closed { failures }, false) if failures + 1 >= settings.threshold => {
@@ -100,9 +113,14 @@ impl Breaker {
                     ?cooldown,
                     "tiered: circuit breaker open: skipping L2 after consecutive failures"
                 );
-                State::Open { until: Instant::now() + cooldown, cooldown }
+                State::Open {
+                    until: Instant::now() + cooldown,
+                    cooldown,
+                }
             }
-            (State::Closed { failures }, false) => State::Closed { failures: failures + 1 },
+            (State::Closed { failures }, false) => State::Closed {
+                failures: failures + 1,
+            },
             // An operation admitted before the breaker opened finished late: the state stands.
             (other, _) => other,
         };
@@ -175,7 +193,9 @@ mod tests {
         for expected in [40, 50, 50] {
             std::thread::sleep(Duration::from_millis(55));
             b.admit().expect("probe").finish(false);
-            let State::Open { cooldown, .. } = *b.state() else { panic!("not open") };
+            let State::Open { cooldown, .. } = *b.state() else {
+                panic!("not open")
+            };
             assert_eq!(cooldown, Duration::from_millis(expected));
         }
     }

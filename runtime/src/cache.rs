@@ -64,7 +64,9 @@ pub struct FnCache<V: 'static> {
 
 impl<V> std::fmt::Debug for FnCache<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FnCache").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("FnCache")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,7 +91,14 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
 
     /// The cached call of a function returning a plain value.
     pub async fn call(&'static self, key: Key, body: impl Future<Output = V>) -> V {
-        match self.get(key, async { Ok::<V, std::convert::Infallible>(body.await) }, false).await {
+        match self
+            .get(
+                key,
+                async { Ok::<V, std::convert::Infallible>(body.await) },
+                false,
+            )
+            .await
+        {
             Ok(value) => value,
             Err(Failure::Body(never)) => match never {},
             Err(Failure::Backend(_)) => unreachable!("backend errors are absorbed when not propagating"),
@@ -97,7 +106,11 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
     }
 
     /// The cached call of a function returning `Result` whose mode absorbs backend errors.
-    pub async fn call_result<E>(&'static self, key: Key, body: impl Future<Output = Result<V, E>>) -> Result<V, E> {
+    pub async fn call_result<E>(
+        &'static self,
+        key: Key,
+        body: impl Future<Output = Result<V, E>>,
+    ) -> Result<V, E> {
         self.get(key, body, false).await.map_err(|failure| match failure {
             Failure::Body(err) => err,
             Failure::Backend(_) => unreachable!("backend errors are absorbed when not propagating"),
@@ -115,7 +128,14 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
 
     /// `refresh_<fn>` of a function returning a plain value.
     pub async fn refresh(&'static self, key: Key, body: impl Future<Output = V>) -> V {
-        match self.recompute(key, async { Ok::<V, std::convert::Infallible>(body.await) }, false).await {
+        match self
+            .recompute(
+                key,
+                async { Ok::<V, std::convert::Infallible>(body.await) },
+                false,
+            )
+            .await
+        {
             Ok(value) => value,
             Err(Failure::Body(never)) => match never {},
             Err(Failure::Backend(_)) => unreachable!("backend errors are absorbed when not propagating"),
@@ -123,11 +143,17 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
     }
 
     /// `refresh_<fn>` of a function returning `Result` whose mode absorbs backend errors.
-    pub async fn refresh_result<E>(&'static self, key: Key, body: impl Future<Output = Result<V, E>>) -> Result<V, E> {
-        self.recompute(key, body, false).await.map_err(|failure| match failure {
-            Failure::Body(err) => err,
-            Failure::Backend(_) => unreachable!("backend errors are absorbed when not propagating"),
-        })
+    pub async fn refresh_result<E>(
+        &'static self,
+        key: Key,
+        body: impl Future<Output = Result<V, E>>,
+    ) -> Result<V, E> {
+        self.recompute(key, body, false)
+            .await
+            .map_err(|failure| match failure {
+                Failure::Body(err) => err,
+                Failure::Backend(_) => unreachable!("backend errors are absorbed when not propagating"),
+            })
     }
 
     /// `refresh_<fn>` under `on_failure = "error"`.
@@ -210,7 +236,10 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
             tracing::trace!(cache = self.name, "tiered: L1 hit");
             return Ok(value);
         }
-        let (result, role) = self.flights.run(&key, || self.compute(&key, body, propagate)).await;
+        let (result, role) = self
+            .flights
+            .run(&key, || self.compute(&key, body, propagate))
+            .await;
         if role == Role::Coalesced {
             self.stats.coalesced();
         }
@@ -233,7 +262,11 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         let slot = self.slot(key, installed.as_deref());
         // Taken before reading L2: an invalidation after this point refuses our L1 store.
         let snapshot = self.epochs.snapshot(slot.stripe);
-        let write_back = match self.lookup(&slot, installed, propagate).await.map_err(Failure::Backend)? {
+        let write_back = match self
+            .lookup(&slot, installed, propagate)
+            .await
+            .map_err(Failure::Backend)?
+        {
             Lookup::Hit(value, remaining) => {
                 self.stats.l2_hit();
                 tracing::debug!(cache = self.name, "tiered: L2 hit");
@@ -272,10 +305,10 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         installed: Option<Arc<Installed>>,
         propagate: bool,
     ) -> Result<Lookup<V>, BackendError> {
-        let (Some(codec), Some(id)) = (self.codec, slot.id) else {
+        let Some(codec) = self.codec else {
             return Ok(Lookup::Miss(None));
         };
-        let Some(installed) = installed else {
+        let (Some(installed), Some(id)) = (installed, slot.id) else {
             self.absorb("read", Err(BackendError::NotConfigured), propagate)?;
             return Ok(Lookup::Miss(None));
         };
@@ -314,7 +347,8 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         write_back: Option<WriteBack>,
         propagate: bool,
     ) -> Result<(), BackendError> {
-        let (Some(codec), Some(id), Some(WriteBack { installed, observed })) = (self.codec, slot.id, write_back)
+        let (Some(codec), Some(id), Some(WriteBack { installed, observed })) =
+            (self.codec, slot.id, write_back)
         else {
             self.store_l1(slot, value, snapshot, None);
             return Ok(());
@@ -330,7 +364,9 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         match self.write {
             WriteMode::Through => {
                 let written = policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
-                    installed.backend.write(self.name, self.version, &id, &bytes, self.l2_ttl, observed)
+                    installed
+                        .backend
+                        .write(self.name, self.version, &id, &bytes, self.l2_ttl, observed)
                 })
                 .await;
                 match written {
@@ -348,7 +384,9 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
                 let tasks = installed.tasks.clone();
                 tasks.spawn(async move {
                     let written = policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
-                        installed.backend.write(self.name, self.version, &id, &bytes, self.l2_ttl, observed)
+                        installed
+                            .backend
+                            .write(self.name, self.version, &id, &bytes, self.l2_ttl, observed)
                     })
                     .await;
                     match written {
@@ -394,14 +432,20 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
                 }
                 (Some(installed), Some(id), Ok(bytes)) => {
                     policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
-                        installed
-                            .backend
-                            .overwrite(self.name, self.version, &id, slot.stripe, &bytes, self.l2_ttl)
+                        installed.backend.overwrite(
+                            self.name,
+                            self.version,
+                            &id,
+                            slot.stripe,
+                            &bytes,
+                            self.l2_ttl,
+                        )
                     })
                     .await
                 }
             };
-            self.absorb("refresh", stored, propagate).map_err(Failure::Backend)?;
+            self.absorb("refresh", stored, propagate)
+                .map_err(Failure::Backend)?;
         }
         self.epochs.invalidate(slot.stripe, || self.flights.forget(&key));
         let snapshot = self.epochs.snapshot(slot.stripe);
@@ -420,15 +464,21 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
             function: self.name.to_owned(),
             message,
         };
-        self.absorb("key", Err(err), propagate).map_err(Failure::Backend)?;
+        self.absorb("key", Err(err), propagate)
+            .map_err(Failure::Backend)?;
         self.stats.miss();
         body.await.map_err(Failure::Body)
     }
 
     fn store_l1(&self, slot: &Slot<'_>, value: &V, snapshot: Snapshot, remaining: Option<Duration>) {
         let stored = self.epochs.store_if_current(slot.stripe, snapshot, || {
-            self.l1
-                .insert(slot.key.clone(), slot.id.as_ref(), value.clone(), snapshot.all, remaining);
+            self.l1.insert(
+                slot.key.clone(),
+                slot.id.as_ref(),
+                value.clone(),
+                snapshot.all,
+                remaining,
+            );
         });
         if !stored {
             self.superseded();
@@ -444,7 +494,12 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
 
     /// Applies the failure policy to the outcome of an L2 operation: `Ok` if it succeeded or
     /// its error is absorbed (logged), `Err` if it must reach the caller.
-    fn absorb(&self, operation: &str, outcome: Result<(), BackendError>, propagate: bool) -> Result<(), BackendError> {
+    fn absorb(
+        &self,
+        operation: &str,
+        outcome: Result<(), BackendError>,
+        propagate: bool,
+    ) -> Result<(), BackendError> {
         match outcome {
             Ok(()) => Ok(()),
             Err(err) if propagate => Err(err),

@@ -55,7 +55,8 @@ fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<V, String> {
     let Some((&FORMAT, mut rest)) = bytes.split_first() else {
         return Err("unknown row format".into());
     };
-    let value = <V as serde::Deserialize>::deserialize(&mut rmp_serde::Deserializer::new(&mut rest)).map_err(|err| err.to_string())?;
+    let value = <V as serde::Deserialize>::deserialize(&mut rmp_serde::Deserializer::new(&mut rest))
+        .map_err(|err| err.to_string())?;
     if !rest.is_empty() {
         return Err(format!("{} bytes left over after the value", rest.len()));
     }
@@ -87,7 +88,11 @@ mod tests {
 
     #[test]
     fn values_round_trip() {
-        let profile = Profile { id: 7, name: "ann".into(), tags: vec!["a".into()] };
+        let profile = Profile {
+            id: 7,
+            name: "ann".into(),
+            tags: vec!["a".into()],
+        };
         let bytes = codec::<Profile>().encode(&profile).unwrap();
         assert_eq!(codec::<Profile>().decode(&bytes).unwrap(), profile);
         let map: HashMap<u32, Option<String>> = [(1, None), (2, Some("x".into()))].into();
@@ -97,15 +102,28 @@ mod tests {
     #[test]
     fn garbage_truncated_and_foreign_rows_fail_to_decode() {
         let c = codec::<Profile>();
-        let bytes = c.encode(&Profile { id: 1, name: "n".into(), tags: vec![] }).unwrap();
+        let bytes = c
+            .encode(&Profile {
+                id: 1,
+                name: "n".into(),
+                tags: vec![],
+            })
+            .unwrap();
         assert!(c.decode(b"\xde\xad\xbe\xef").is_err());
         assert!(c.decode(&[]).is_err());
         assert!(c.decode(&bytes[..bytes.len() - 2]).is_err());
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(c.decode(&longer).is_err());
-        let other = codec::<Other>().encode(&Other { code: 1, label: "n".into() }).unwrap();
+        let other = codec::<Other>()
+            .encode(&Other {
+                code: 1,
+                label: "n".into(),
+            })
+            .unwrap();
         assert!(c.decode(&other).is_err());
-        assert!(codec::<u64>().decode(&codec::<String>().encode(&"7".to_owned()).unwrap()).is_err());
+        assert!(codec::<u64>()
+            .decode(&codec::<String>().encode(&"7".to_owned()).unwrap())
+            .is_err());
     }
 }

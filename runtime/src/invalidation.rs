@@ -52,12 +52,17 @@ impl Epochs {
 
     fn stripe(&self, stripe: usize) -> MutexGuard<'_, u64> {
         // The guarded data is a counter, valid whatever a panicking holder did.
-        self.stripes[stripe % STRIPES].lock().unwrap_or_else(PoisonError::into_inner)
+        self.stripes[stripe % STRIPES]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn snapshot(&self, stripe: usize) -> Snapshot {
         let stripe = *self.stripe(stripe);
-        Snapshot { all: self.all(), stripe }
+        Snapshot {
+            all: self.all(),
+            stripe,
+        }
     }
 
     /// Runs `store` (an L1 insert) only if the stripe was not invalidated since `snapshot`,
@@ -170,7 +175,10 @@ mod tests {
 
     #[test]
     fn stripes_are_stable_across_processes_and_spread_keys() {
-        assert_eq!(stripe_of(&KeyBytes::from_slice(b"")), 0xcbf2_9ce4_8422_2325_u64 as usize % STRIPES);
+        assert_eq!(
+            stripe_of(&KeyBytes::from_slice(b"")),
+            0xcbf2_9ce4_8422_2325_u64 as usize % STRIPES
+        );
         let used: std::collections::HashSet<usize> = (0..=255).map(|n| stripe_of(&k(n))).collect();
         assert!(used.len() > STRIPES / 2);
     }

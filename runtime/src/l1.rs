@@ -41,7 +41,10 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
             entries: builder.build(),
             ttl,
             ids: Mutex::new(HashMap::new()),
-            prune_at: usize::try_from(capacity).unwrap_or(usize::MAX).saturating_mul(2).saturating_add(64),
+            prune_at: usize::try_from(capacity)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(2)
+                .saturating_add(64),
         }
     }
 
@@ -60,7 +63,14 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
 
     /// Stores `value`, to expire after the L1 TTL or `remaining` (the L2 row's lifetime left),
     /// whichever comes first; `id` makes it reachable by [`L1::remove_by_id`].
-    pub(crate) fn insert(&self, key: KeyBytes, id: Option<&EntryId>, value: V, epoch: u64, remaining: Option<Duration>) {
+    pub(crate) fn insert(
+        &self,
+        key: KeyBytes,
+        id: Option<&EntryId>,
+        value: V,
+        epoch: u64,
+        remaining: Option<Duration>,
+    ) {
         let stored_at = Instant::now();
         let expires_at = match (self.ttl, remaining) {
             (Some(ttl), Some(remaining)) if remaining < ttl => Some(stored_at + remaining),
@@ -160,7 +170,11 @@ mod tests {
         assert!(l1.ids.lock().unwrap().len() <= l1.prune_at + 1);
         assert_eq!(l1.get(&k(199), 0, None), Some("x"));
         l1.remove_by_id(&[199; 32]);
-        assert_eq!(l1.get(&k(199), 0, None), None, "the newest entry is still indexed");
+        assert_eq!(
+            l1.get(&k(199), 0, None),
+            None,
+            "the newest entry is still indexed"
+        );
     }
 
     #[test]

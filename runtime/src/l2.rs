@@ -102,7 +102,11 @@ impl<'a> Payload<'a> {
             }
             _ => return None,
         };
-        Some(Payload { origin, function, notice })
+        Some(Payload {
+            origin,
+            function,
+            notice,
+        })
     }
 }
 
@@ -147,9 +151,8 @@ struct Statements {
 
 impl Statements {
     fn new(table: &str) -> Self {
-        let epoch = format!(
-            "COALESCE((SELECT epoch FROM {table}_epochs WHERE namespace = $2 AND function = $3), 0)"
-        );
+        let epoch =
+            format!("COALESCE((SELECT epoch FROM {table}_epochs WHERE namespace = $2 AND function = $3), 0)");
         let columns = "(id, namespace, function, version, value, generation, epoch, expires_at)";
         Statements {
             read: format!(
@@ -202,7 +205,10 @@ impl Statements {
 /// at most 57 characters.
 fn channel(table: &str, namespace: &str) -> String {
     let digest = Sha256::digest(namespace.as_bytes());
-    format!("{table}_{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3])
+    format!(
+        "{table}_{:02x}{:02x}{:02x}{:02x}",
+        digest[0], digest[1], digest[2], digest[3]
+    )
 }
 
 fn seconds(duration: Option<Duration>) -> Option<f64> {
@@ -256,8 +262,11 @@ impl PgBackend {
         self.with_client("create table", |mut client| async move {
             let tx = client.transaction().await?;
             // Serialise concurrent installs: CREATE ... IF NOT EXISTS races on the catalog.
-            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&format!("tiered:{table}")])
-                .await?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                &[&format!("tiered:{table}")],
+            )
+            .await?;
             tx.batch_execute(&ddl).await?;
             tx.commit().await
         })
@@ -473,12 +482,19 @@ impl PgBackend {
         F: FnOnce(deadpool_postgres::Object) -> Fut + 'a,
         Fut: Future<Output = Result<T, tokio_postgres::Error>> + 'a,
     {
-        let admitted = self.breaker.admit().map_err(|retry_in| BackendError::CircuitOpen {
-            target: self.target.clone(),
-            retry_in,
-        })?;
+        let admitted = self
+            .breaker
+            .admit()
+            .map_err(|retry_in| BackendError::CircuitOpen {
+                target: self.target.clone(),
+                retry_in,
+            })?;
         let attempt = async {
-            let client = self.pool.get().await.map_err(|err| self.pool_error(operation, err))?;
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|err| self.pool_error(operation, err))?;
             op(client).await.map_err(|err| self.query_error(operation, &err))
         };
         let outcome = tokio::time::timeout(self.timeout, attempt)
@@ -549,7 +565,9 @@ fn is_transient(err: &tokio_postgres::Error) -> bool {
         None => true,
         Some(state) => {
             let code = state.code();
-            ["08", "40", "53", "57P"].iter().any(|class| code.starts_with(class))
+            ["08", "40", "53", "57P"]
+                .iter()
+                .any(|class| code.starts_with(class))
         }
     }
 }
@@ -563,7 +581,10 @@ mod tests {
         let key = Payload {
             origin: 0xfeed,
             function: "app::users|by id",
-            notice: Notice::Key { stripe: 17, id: [7; 32] },
+            notice: Notice::Key {
+                stripe: 17,
+                id: [7; 32],
+            },
         };
         assert_eq!(Payload::parse(&key.encode()), Some(key));
         let all = Payload {
@@ -572,7 +593,7 @@ mod tests {
             notice: Notice::All,
         };
         assert_eq!(Payload::parse(&all.encode()), Some(all));
-        for garbage in ["", "x|k|1|00|f", "1|k|1|00|f", "1|z||f", "1|k|x|" ] {
+        for garbage in ["", "x|k|1|00|f", "1|k|1|00|f", "1|z||f", "1|k|x|"] {
             assert_eq!(Payload::parse(garbage), None, "{garbage:?}");
         }
     }

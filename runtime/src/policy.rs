@@ -138,11 +138,20 @@ mod tests {
     async fn count_attempts(mode: BackendFailureMode, err: BackendError) -> (u32, FnStats) {
         let stats = FnStats::default();
         let mut calls = 0;
-        let result: Result<(), _> = run(mode, Backoff { base: Duration::from_millis(1), max: Duration::from_millis(2) }, &stats, "t", || {
-            calls += 1;
-            let err = err.clone();
-            async move { Err(err) }
-        })
+        let result: Result<(), _> = run(
+            mode,
+            Backoff {
+                base: Duration::from_millis(1),
+                max: Duration::from_millis(2),
+            },
+            &stats,
+            "t",
+            || {
+                calls += 1;
+                let err = err.clone();
+                async move { Err(err) }
+            },
+        )
         .await;
         assert!(result.is_err());
         (calls, stats)
@@ -158,7 +167,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_non_retryable_error_is_tried_once() {
-        let (calls, _) = count_attempts(BackendFailureMode::Retry { attempts: 4 }, BackendError::NotConfigured).await;
+        let (calls, _) = count_attempts(
+            BackendFailureMode::Retry { attempts: 4 },
+            BackendError::NotConfigured,
+        )
+        .await;
         assert_eq!(calls, 1);
     }
 

@@ -230,8 +230,11 @@ impl RuntimeBuilder {
             origin,
         };
         let backend = PgBackend::connect(pool, settings).await?;
-        let listener = listen_config.or(url_config).map(|config| ListenerSettings {
-            config,
+        let listener = listen_config.or(url_config).map(|mut config| ListenerSettings {
+            // Named, so operators (and tests) can tell it from pooled connections.
+            config: config
+                .application_name(format!("tiered-listener-{}", std::process::id()))
+                .to_owned(),
             channel: backend.channel().to_owned(),
             origin,
             heartbeat: Duration::from_secs(1),
@@ -251,7 +254,10 @@ impl RuntimeBuilder {
             }
             *slot = Some(installed.clone());
         }
-        tracing::info!(target = installed.backend.target(), "tiered: PostgreSQL L2 installed");
+        tracing::info!(
+            target = installed.backend.target(),
+            "tiered: PostgreSQL L2 installed"
+        );
         installed.tasks.spawn(sweeper::run(
             Arc::downgrade(&installed),
             self.sweep_interval,
@@ -263,7 +269,10 @@ impl RuntimeBuilder {
                 installed
                     .tasks
                     .spawn(listener::run(settings, installed.stop.clone(), listening.clone()));
-                if tokio::time::timeout(connect_timeout, listening.notified()).await.is_err() {
+                if tokio::time::timeout(connect_timeout, listening.notified())
+                    .await
+                    .is_err()
+                {
                     tracing::warn!("tiered: the invalidation listener is not connected yet; it keeps trying");
                 }
             }
@@ -295,7 +304,10 @@ fn parse_url(url: &str) -> Result<tokio_postgres::Config, BackendError> {
         .map_err(|err| BackendError::InvalidConfig(format!("PostgreSQL URL {}: {err}", redact(url))))
 }
 
-fn pool_from_config(config: tokio_postgres::Config, max_connections: usize) -> Result<(Pool, String), BackendError> {
+fn pool_from_config(
+    config: tokio_postgres::Config,
+    max_connections: usize,
+) -> Result<(Pool, String), BackendError> {
     let target = describe_target(&config);
     let manager = Manager::from_config(
         config,
@@ -319,15 +331,27 @@ fn describe_target(config: &tokio_postgres::Config) -> String {
         .iter()
         .enumerate()
         .map(|(i, host)| {
-            let port = config.get_ports().get(i).or(config.get_ports().first()).copied().unwrap_or(5432);
+            let port = config
+                .get_ports()
+                .get(i)
+                .or(config.get_ports().first())
+                .copied()
+                .unwrap_or(5432);
             match host {
                 Host::Tcp(name) => format!("{name}:{port}"),
                 Host::Unix(path) => format!("{}:{port}", path.display()),
             }
         })
         .collect();
-    let hosts = if hosts.is_empty() { "localhost:5432".to_owned() } else { hosts.join(",") };
-    format!("{hosts}/{}", config.get_dbname().or(config.get_user()).unwrap_or("postgres"))
+    let hosts = if hosts.is_empty() {
+        "localhost:5432".to_owned()
+    } else {
+        hosts.join(",")
+    };
+    format!(
+        "{hosts}/{}",
+        config.get_dbname().or(config.get_user()).unwrap_or("postgres")
+    )
 }
 
 /// The URL with any password replaced, fit for an error message.
@@ -371,7 +395,10 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_error_messages() {
-        assert_eq!(redact("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
         assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
         let err = parse_url("postgres://app:s3cret@db:notaport/x").unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
@@ -394,14 +421,21 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_server_is_a_connect_error_that_says_where() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let err = Runtime::builder()
             .postgres_url(format!("postgres://nobody@127.0.0.1:{port}/nowhere"))
             .install()
             .await
             .unwrap_err();
         assert!(matches!(err, BackendError::Connect { .. }), "{err:?}");
-        assert!(err.to_string().contains(&format!("127.0.0.1:{port}/nowhere")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}/nowhere")),
+            "{err}"
+        );
         assert!(installed().is_none());
     }
 }

@@ -165,7 +165,10 @@ mod tests {
             tokio::task::yield_now().await;
         }
         leader.abort();
-        let (value, role) = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap();
+        let (value, role) = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((value, role), (Ok(9), Role::Led));
         assert_eq!(flights.len(), 0);
     }
@@ -177,13 +180,11 @@ mod tests {
             let flights = flights.clone();
             tokio::spawn(async move {
                 flights
-                    .run(&k(1), || async {
+                    .run::<(), _, _>(&k(1), || async {
                         tokio::task::yield_now().await;
                         panic!("body failed")
                     })
                     .await
-                    .0
-                    .map_err(|()| ())
             })
         };
         assert!(panicked.await.unwrap_err().is_panic());
@@ -193,7 +194,10 @@ mod tests {
     #[tokio::test]
     async fn an_error_is_not_shared_and_the_next_caller_computes_again() {
         let flights = Flights::<u32>::new();
-        assert_eq!(flights.run(&k(1), || async { Err::<u32, _>("down") }).await.0, Err("down"));
+        assert_eq!(
+            flights.run(&k(1), || async { Err::<u32, _>("down") }).await.0,
+            Err("down")
+        );
         assert_eq!(flights.run(&k(1), || async { Ok::<_, &str>(5) }).await.0, Ok(5));
         assert_eq!(flights.len(), 0);
     }

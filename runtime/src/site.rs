@@ -97,7 +97,9 @@ impl<V: Clone + Send + Sync + 'static> Site<V> {
             let name: &'static str = match (self.spec.name, owner()) {
                 (CacheName::Fixed(name), _) | (CacheName::Method(name), None) => name,
                 // Once per function per process: a bounded leak.
-                (CacheName::Method(method), Some(owner)) => Box::leak(format!("{owner}::{method}").into_boxed_str()),
+                (CacheName::Method(method), Some(owner)) => {
+                    Box::leak(format!("{owner}::{method}").into_boxed_str())
+                }
             };
             FnCache::new(name, &self.spec)
         });

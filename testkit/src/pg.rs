@@ -56,7 +56,9 @@ impl PgServer {
     ///
     /// Blocking; safe to call from sync code and from a tokio runtime thread. The cluster listens
     /// on a free port of 127.0.0.1 and trusts every local connection (user `postgres`, no
-    /// password); it runs without fsync, so it is fast and not crash-safe. When the process runs
+    /// password); it runs without fsync, so it is fast and does not survive a machine crash, but
+    /// it keeps synchronous commits, so a killed and restarted server loses no committed row
+    /// (what the fault tests rely on). When the process runs
     /// as root, initdb and the server run as the `postgres` user.
     ///
     /// Cleanup: dropping the value stops the server and removes its directory. A watchdog process
@@ -235,7 +237,7 @@ impl Cluster {
     fn start_server(&self, port: u16) -> Result<(), HarnessError> {
         let options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+             -c fsync=off -c full_page_writes=off -c max_connections=200",
             self.dir.display()
         );
         let (data, log) = (self.data.display().to_string(), self.log.display().to_string());

@@ -1,0 +1,440 @@
+//! Code generation: the cached fn, its hidden body and cache, and the `invalidate_`/`refresh_` helpers.
+
+use proc_macro2::{Literal, Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{parse_quote, Attribute, FnArg, Ident, Signature, Token};
+
+use crate::validate::{Backend, Cached, Key, OnFailure, Write};
+
+/// What an invalid input becomes: the item as written, so IDEs keep working, and the errors.
+pub(crate) fn fallback(item: TokenStream, errors: darling::Error) -> TokenStream {
+    let errors = errors.write_errors();
+    quote!(#item #errors)
+}
+
+/// The expansion of a valid input (see the crate docs for its shape).
+pub(crate) fn expand(cached: &Cached) -> TokenStream {
+    let Cached {
+        item,
+        settings,
+        output,
+        receiver,
+        args,
+        ..
+    } = cached;
+    let sig = &item.sig;
+    let fn_name = sig.ident.unraw().to_string();
+    let visible = |prefix: &str| format_ident!("{}_{}", prefix, sig.ident, span = sig.ident.span());
+    let hidden =
+        |prefix: &str| format_ident!("__tiered_{}_{}", prefix, sig.ident, span = at(sig.ident.span()));
+    let (body_fn, cache_fn) = (hidden("body"), hidden("cache"));
+    let (invalidate_fn, invalidate_all_fn, refresh_fn) = (
+        visible("invalidate"),
+        visible("invalidate_all"),
+        visible("refresh"),
+    );
+
+    let cfgs: Vec<&Attribute> = item
+        .attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("cfg"))
+        .collect();
+    let lints: Vec<Attribute> = item
+        .attrs
+        .iter()
+        .filter(|attr| is_lint(attr))
+        .map(relax)
+        .collect();
+    let outer: Vec<Attribute> = item.attrs.iter().map(relax).collect();
+    let vis = &item.vis;
+    let idents: Vec<Ident> = args.iter().map(|arg| generated(&arg.ident)).collect();
+    let key = key(cached);
+
+    // The cached fn and `refresh_`: the signature as written, less `mut` and argument patterns.
+    let mut inputs: Punctuated<FnArg, Token![,]> = Punctuated::new();
+    if let Some(receiver) = receiver {
+        let mut receiver = receiver.clone();
+        receiver.attrs.clear();
+        if receiver.reference.is_none() {
+            receiver.mutability = None;
+        }
+        inputs.push(FnArg::Receiver(receiver));
+    }
+    for arg in args {
+        let (ident, ty) = (&arg.ident, &arg.ty);
+        inputs.push(parse_quote!(#ident: #ty));
+    }
+    let outer_sig = Signature {
+        inputs: inputs.clone(),
+        ..sig.clone()
+    };
+    let refresh_sig = Signature {
+        ident: refresh_fn,
+        ..outer_sig.clone()
+    };
+    // `invalidate_`: no receiver unless the key uses `self`, and no return value but the backend's.
+    let unit_result = quote!(::core::result::Result<(), ::tiered::__private::BackendError>);
+    let mut invalidate_inputs = inputs;
+    if receiver.is_some() {
+        let first = invalidate_inputs.into_iter().skip(1);
+        invalidate_inputs = match cached.key {
+            Key::Custom { uses_self: true, .. } => {
+                std::iter::once(parse_quote!(&self)).chain(first).collect()
+            }
+            _ => first.collect(),
+        };
+    }
+    let invalidate_sig = Signature {
+        ident: invalidate_fn,
+        inputs: invalidate_inputs,
+        output: parse_quote!(-> #unit_result),
+        ..sig.clone()
+    };
+    let body_sig = Signature {
+        ident: body_fn.clone(),
+        ..sig.clone()
+    };
+
+    // The calls require `V: Clone + Send + Sync` and, under "error", `E: From<BackendError>`:
+    // they are spanned at `V` or `E` in the signature, so their errors point there.
+    let value = &output.value;
+    let at_value = at(output.value_span);
+    let at_call = match (output.is_result, settings.on_failure) {
+        (true, OnFailure::Error) => at(output.error_span),
+        _ => at_value,
+    };
+    let cache_fn_at_call = Ident::new(&cache_fn.to_string(), at_call);
+    let (cache, body_call, get) = match receiver {
+        None => (
+            quote_spanned!(at_call=> #cache_fn_at_call()),
+            quote!(#body_fn(#(#idents),*)),
+            quote_spanned!(at_value=> get()),
+        ),
+        Some(receiver) => {
+            let self_token = &receiver.self_token;
+            (
+                quote_spanned!(at_call=> Self::#cache_fn_at_call()),
+                quote!(Self::#body_fn(#self_token #(, #idents)*)),
+                quote_spanned!(at_value=> get_for::<Self>()),
+            )
+        }
+    };
+    let (call, refresh) = match (output.is_result, settings.on_failure) {
+        (false, _) => ("call", "refresh"),
+        (true, OnFailure::Error) => ("call_result_propagating", "refresh_result_propagating"),
+        (true, _) => ("call_result", "refresh_result"),
+    };
+    let (call, refresh) = (Ident::new(call, at_call), Ident::new(refresh, at_call));
+    let called = quote_spanned!(at_call=> #cache.#call(#key, #body_call).await);
+    let refreshed = quote_spanned!(at_call=> #cache.#refresh(#key, #body_call).await);
+    let invalidated = quote_spanned!(at_call=> #cache.invalidate(#key).await);
+    let invalidated_all = quote_spanned!(at_call=> #cache.invalidate_all().await);
+
+    let spec = spec(cached, &fn_name);
+    let site = quote_spanned!(at_value=> ::tiered::__private::Site<#value>);
+    let site_new = quote_spanned!(at_value=> ::tiered::__private::Site::new(#spec));
+    let block = &item.block;
+    let docs = Docs::new(cached, &fn_name);
+    let (invalidate_doc, invalidate_all_doc, refresh_doc) =
+        (&docs.invalidate, &docs.invalidate_all, &docs.refresh);
+
+    quote! {
+        #(#outer)*
+        #vis #outer_sig {
+            #called
+        }
+
+        #[doc(hidden)]
+        #[allow(dead_code)]
+        #(#cfgs)*
+        #(#lints)*
+        #body_sig #block
+
+        #[doc(hidden)]
+        #[allow(dead_code)]
+        #(#cfgs)*
+        fn #cache_fn() -> &'static ::tiered::__private::FnCache<#value> {
+            static __TIERED_SITE: #site = #site_new;
+            __TIERED_SITE.#get
+        }
+
+        #(#[doc = #invalidate_doc])*
+        #[allow(dead_code)]
+        #(#cfgs)*
+        #(#lints)*
+        #vis #invalidate_sig {
+            #invalidated
+        }
+
+        #(#[doc = #invalidate_all_doc])*
+        #[allow(dead_code)]
+        #(#cfgs)*
+        #vis async fn #invalidate_all_fn() -> #unit_result {
+            #invalidated_all
+        }
+
+        #(#[doc = #refresh_doc])*
+        #[allow(dead_code)]
+        #(#cfgs)*
+        #(#lints)*
+        #vis #refresh_sig {
+            #refreshed
+        }
+    }
+}
+
+/// The key of a call, computed before the arguments move into the body. Every argument is
+/// shadowed by a reference first, so a `key` expression never moves one.
+fn key(cached: &Cached) -> TokenStream {
+    let idents: Vec<Ident> = cached.args.iter().map(|arg| generated(&arg.ident)).collect();
+    let shadows = idents
+        .iter()
+        .map(|ident| quote!(#[allow(unused_variables)] let #ident = &#ident;));
+    let encoded = match &cached.key {
+        Key::Arguments(span) => quote_spanned!(at(*span)=> ::tiered::__private::key(&(#(#idents,)*))),
+        Key::Custom { expr, .. } => quote_spanned!(at(expr.span())=> ::tiered::__private::key(&(#expr))),
+    };
+    quote!({ #(#shadows)* #encoded })
+}
+
+/// The `Spec` literal of the function's `Site`.
+fn spec(cached: &Cached, fn_name: &str) -> TokenStream {
+    let settings = &cached.settings;
+    let name = match (&settings.name, &cached.receiver) {
+        (Some(name), _) => quote!(::tiered::__private::CacheName::Fixed(#name)),
+        (None, None) => quote! {
+            ::tiered::__private::CacheName::Fixed(::core::concat!(::core::module_path!(), "::", #fn_name))
+        },
+        (None, Some(_)) => quote!(::tiered::__private::CacheName::Method(#fn_name)),
+    };
+    let version = Literal::u32_unsuffixed(settings.version);
+    let on_failure = match settings.on_failure {
+        OnFailure::L1Only => quote!(L1Only),
+        OnFailure::Error => quote!(Error),
+        OnFailure::Retry(attempts) => {
+            let attempts = Literal::u8_unsuffixed(attempts);
+            quote!(Retry { attempts: #attempts })
+        }
+    };
+    let ttl = |ttl: Option<std::time::Duration>| match ttl {
+        None => quote!(::core::option::Option::None),
+        Some(ttl) => {
+            let millis = Literal::u128_unsuffixed(ttl.as_millis());
+            quote!(::core::option::Option::Some(::tiered::__private::Duration::from_millis(#millis)))
+        }
+    };
+    let (l1_ttl, l2_ttl) = (ttl(settings.l1_ttl), ttl(settings.l2_ttl));
+    let l1_capacity = Literal::u64_unsuffixed(settings.l1_capacity);
+    let write = match settings.write {
+        Write::Through => quote!(Through),
+        Write::Behind => quote!(Behind),
+    };
+    let codec = match settings.backend {
+        Backend::None => quote!(::core::option::Option::None),
+        Backend::Pg => {
+            // The stored type's `Serialize + DeserializeOwned` bounds: errors point at it.
+            let value = &cached.output.value;
+            quote_spanned!(at(cached.output.value_span)=> ::tiered::__private::serde_codec::<#value>())
+        }
+    };
+    // `Site::new(spec)` requires `V: Clone + Send + Sync`: errors point at `V`.
+    quote_spanned! {at(cached.output.value_span)=>
+        ::tiered::__private::Spec {
+            name: #name,
+            version: #version,
+            on_failure: ::tiered::__private::BackendFailureMode::#on_failure,
+            l1_ttl: #l1_ttl,
+            l2_ttl: #l2_ttl,
+            l1_capacity: #l1_capacity,
+            write: ::tiered::__private::WriteMode::#write,
+            codec: #codec,
+        }
+    }
+}
+
+/// The doc comments of the public helpers, as lines.
+struct Docs {
+    invalidate: Vec<String>,
+    invalidate_all: Vec<String>,
+    refresh: Vec<String>,
+}
+
+impl Docs {
+    fn new(cached: &Cached, fn_name: &str) -> Self {
+        let f = format!("`{fn_name}`");
+        let pg = cached.settings.backend == Backend::Pg;
+        let propagates = cached.settings.on_failure == OnFailure::Error;
+        let tiers = if pg { "L1 and L2" } else { "L1" };
+        let everywhere = if pg {
+            ", and tells every other process to drop it from its L1 (after a short notification delay)"
+        } else {
+            ""
+        };
+        let failure = |what: &str| match (pg, propagates) {
+            (false, _) => "There is no L2 to fail: it always returns `Ok`.".to_owned(),
+            (true, true) => format!(
+                "A backend failure is returned as `Err` (`on_failure = \"error\"`); {what} is removed from \
+                 this process's L1 all the same."
+            ),
+            (true, false) => format!(
+                "A backend failure is logged, and {what} is removed from this process's L1 all the same; \
+                 it then returns `Ok`."
+            ),
+        };
+        let stored = if cached.output.is_result {
+            "an `Ok` result"
+        } else {
+            "the result"
+        };
+        let refresh_failure = if pg && propagates {
+            " A backend failure is returned as `Err` (`on_failure = \"error\"`)."
+        } else {
+            ""
+        };
+        Docs {
+            invalidate: vec![
+                format!(" Removes the cached result of {f} for these arguments from {tiers}{everywhere}."),
+                format!(" After it returns `Ok`, no call of {f} returns the removed value."),
+                String::new(),
+                format!(" {}", failure("the entry")),
+            ],
+            invalidate_all: vec![
+                format!(" Removes every cached result of {f} from {tiers}{everywhere}."),
+                String::new(),
+                format!(" {}", failure("every entry")),
+            ],
+            refresh: vec![
+                format!(
+                    " Runs the body of {f} now, bypassing the cache, and stores {stored} in {tiers} as the"
+                ),
+                format!(
+                    " newest entry for these arguments. Returns what the body returned.{refresh_failure}"
+                ),
+            ],
+        }
+    }
+}
+
+/// A lint-level attribute (`allow`, `expect`, `warn`, `deny`, `forbid`).
+fn is_lint(attr: &Attribute) -> bool {
+    ["allow", "expect", "warn", "deny", "forbid"]
+        .iter()
+        .any(|level| attr.path().is_ident(level))
+}
+
+/// `#[expect(…)]` as `#[allow(…)]`: the fn is split in several, and a lint expected in one part
+/// does not fire in the others, which would report the expectation as unfulfilled.
+fn relax(attr: &Attribute) -> Attribute {
+    let mut attr = attr.clone();
+    if let syn::Meta::List(list) = &mut attr.meta {
+        if list.path.is_ident("expect") {
+            list.path = Ident::new("allow", list.path.span()).into();
+        }
+    }
+    attr
+}
+
+/// An argument's name where generated code uses it: it resolves as written, but lints about
+/// uses and bindings (`used_underscore_binding` for `_unused: bool`, shadowing) see generated code.
+fn generated(ident: &Ident) -> Ident {
+    let mut ident = ident.clone();
+    ident.set_span(at(ident.span()));
+    ident
+}
+
+/// A span at `span`'s place that resolves like the macro's own tokens: errors point at the
+/// user's code, and lints treat the tokens as generated.
+fn at(span: Span) -> Span {
+    Span::call_site().located_at(span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+    use quote::ToTokens;
+
+    fn expansion(args: TokenStream, item: TokenStream) -> String {
+        let cached = crate::validate::validate(args, item).unwrap_or_else(|err| panic!("{err}"));
+        expand(&cached).to_string()
+    }
+
+    #[test]
+    fn a_method_calls_its_helpers_through_self() {
+        let out = expansion(
+            quote!(backend = "none"),
+            quote!(
+                async fn user(&self, mut id: u64) -> u8 {
+                    1
+                }
+            ),
+        );
+        assert!(
+            out.contains("async fn user (& self , id : u64) -> u8 { Self :: __tiered_cache_user () . call (")
+        );
+        assert!(out.contains("Self :: __tiered_body_user (self , id)"));
+        assert!(out.contains("async fn __tiered_body_user (& self , mut id : u64) -> u8 { 1 }"));
+        assert!(out.contains("CacheName :: Method (\"user\")"));
+        assert!(out.contains("__TIERED_SITE . get_for :: < Self > ()"));
+        assert!(out.contains("async fn invalidate_user (id : u64)"));
+        assert!(out.contains("async fn refresh_user (& self , id : u64) -> u8"));
+        assert!(out.contains("codec : :: core :: option :: Option :: None"));
+
+        let out = expansion(
+            quote!(key = "(self.tenant, id)"),
+            quote!(
+                async fn user(&self, id: u64) -> u8 {
+                    1
+                }
+            ),
+        );
+        assert!(out.contains("async fn invalidate_user (& self , id : u64)"));
+        assert!(out.contains("serde_codec :: < u8 > ()"));
+    }
+
+    #[test]
+    fn a_free_fn_is_named_after_its_module_and_keyed_by_its_arguments() {
+        let out = expansion(
+            quote!(on_failure = "error", ttl = "10m", l1_ttl = "1s"),
+            quote!(
+                pub async fn f((a, b): (u8, u8), c: &str) -> Result<u8, E> {
+                    Ok(a)
+                }
+            ),
+        );
+        assert!(out.contains("pub async fn f (__tiered_arg0 : (u8 , u8) , c : & str) -> Result < u8 , E >"));
+        assert!(out.contains(
+            "# [allow (unused_variables)] let __tiered_arg0 = & __tiered_arg0 ; # [allow (unused_variables)] let c = & c ; :: tiered :: __private :: key (& (__tiered_arg0 , c ,))"
+        ));
+        assert!(out.contains("call_result_propagating"));
+        assert!(out.contains("refresh_result_propagating"));
+        assert!(out.contains(
+            "CacheName :: Fixed (:: core :: concat ! (:: core :: module_path ! () , \"::\" , \"f\"))"
+        ));
+        assert!(out.contains("BackendFailureMode :: Error"));
+        assert!(out.contains("l1_ttl : :: core :: option :: Option :: Some (:: tiered :: __private :: Duration :: from_millis (1000))"));
+        assert!(out.contains("l2_ttl : :: core :: option :: Option :: Some (:: tiered :: __private :: Duration :: from_millis (600000))"));
+        assert!(out.contains("__TIERED_SITE . get ()"));
+        assert!(out.contains("pub async fn invalidate_all_f () ->"));
+    }
+
+    #[test]
+    fn expect_becomes_allow_and_the_rest_is_kept() {
+        let attrs: Vec<Attribute> = vec![
+            parse_quote!(#[expect(unused_variables, reason = "x")]),
+            parse_quote!(#[deny(missing_docs)]),
+            parse_quote!(#[doc = " docs"]),
+        ];
+        let relaxed: Vec<String> = attrs
+            .iter()
+            .map(|a| relax(a).to_token_stream().to_string())
+            .collect();
+        assert_eq!(relaxed[0], "# [allow (unused_variables , reason = \"x\")]");
+        assert_eq!(relaxed[1], "# [deny (missing_docs)]");
+        assert_eq!(relaxed[2], "# [doc = \" docs\"]");
+        assert_eq!(attrs.iter().filter(|a| is_lint(a)).count(), 2);
+    }
+}

@@ -1,0 +1,56 @@
+//! Shared set-up of the integration tests: one tokio runtime and one PostgreSQL per test binary.
+#![allow(dead_code)] // each test binary uses a different part of it
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tiered_testkit::PgServer;
+
+/// One multi-threaded runtime for every test of a binary: pooled connections are bound to the
+/// runtime that opened them, so tests must not each bring their own.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime")
+        })
+        .block_on(future)
+}
+
+/// The cache table of this test binary, installed on first use against the harness's server
+/// (a throwaway cluster, or `TIERED_TEST_DATABASE_URL`).
+pub fn installed_table() -> &'static str {
+    static TABLE: OnceLock<String> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let table = tiered_testkit::unique_name("t");
+        block_on(
+            tiered::Runtime::builder()
+                .postgres_url(PgServer::shared().url())
+                .table(&table)
+                .l2_timeout(Duration::from_secs(5))
+                .install(),
+        )
+        .expect("install the tiered runtime");
+        table
+    })
+}
+
+/// Runs `statement` on the harness's server and returns the first column of each row as i64.
+pub async fn query_i64(statement: &str) -> Vec<i64> {
+    tiered_testkit::sql(PgServer::shared().url(), statement)
+        .await
+        .unwrap_or_else(|err| panic!("{err}"))
+        .iter()
+        .map(|row| row.get::<_, i64>(0))
+        .collect()
+}
+
+/// The counts of the cache named `name`, or zeros if it was never used.
+pub fn stats_of(name: &str) -> tiered::FunctionStats {
+    tiered::stats().get(name).copied().unwrap_or_default()
+}
