@@ -496,3 +496,33 @@ fn a_computation_overtaken_by_an_invalidation_stores_nothing() {
         assert_eq!(gated(gate.clone()).await, 1, "and L1 did not keep it either");
     });
 }
+
+static LOCAL_STALE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[tiered_cached(backend = "none", key = "()")]
+async fn gated_locally(gate: Arc<(Notify, Notify)>) -> usize {
+    let run = LOCAL_STALE_RUNS.fetch_add(1, SeqCst);
+    if run == 0 {
+        gate.0.notify_one(); // started
+        gate.1.notified().await; // until the invalidation has returned
+    }
+    run
+}
+
+#[test]
+fn without_l2_a_computation_overtaken_by_an_invalidation_stores_nothing_in_l1() {
+    let _serial = serial();
+    block_on(async {
+        let gate = Arc::new((Notify::new(), Notify::new()));
+        let first = tokio::spawn(gated_locally(gate.clone()));
+        gate.0.notified().await;
+        invalidate_gated_locally(gate.clone()).await.unwrap();
+        gate.1.notify_one();
+        assert_eq!(first.await.unwrap(), 0);
+        assert_eq!(
+            gated_locally(gate.clone()).await,
+            1,
+            "the overtaken result was not cached"
+        );
+    });
+}

@@ -190,12 +190,17 @@ fn a_stalled_server_costs_a_call_at_most_the_l2_timeout() {
     let (_serial, setup) = setup();
     block_on(async {
         setup.proxy.set_mode(ProxyMode::Stall);
+        // An outer bound, so a missing L2 timeout fails the test instead of hanging it.
+        let bounded = |call| tokio::time::timeout(Duration::from_secs(30), call);
         let started = Instant::now();
-        assert_eq!(stalled(1).await, 1);
+        assert_eq!(bounded(stalled(1)).await.expect("the call hung"), 1);
         assert!(started.elapsed() < L2_TIMEOUT * 4, "took {:?}", started.elapsed());
 
         let started = Instant::now();
-        let AppError::Backend(err) = stalled_strict(1).await.unwrap_err();
+        let AppError::Backend(err) = tokio::time::timeout(Duration::from_secs(30), stalled_strict(1))
+            .await
+            .expect("the call hung")
+            .unwrap_err();
         assert!(matches!(err, BackendError::Timeout { .. }), "{err:?}");
         assert!(started.elapsed() < L2_TIMEOUT * 4, "took {:?}", started.elapsed());
         setup.proxy.cut_all();
