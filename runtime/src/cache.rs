@@ -11,7 +11,7 @@ use crate::error::BackendError;
 use crate::invalidation::{stripe_of, Epochs, RegisteredCache, Snapshot};
 use crate::key::{Key, KeyBytes};
 use crate::l1::L1;
-use crate::l2::{EntryId, Notice, Observed};
+use crate::l2::{Entry, EntryId, Notice, Observed};
 use crate::listener::staleness_cap;
 use crate::policy::{self, BackendFailureMode};
 use crate::runtime::{installed, Installed};
@@ -178,9 +178,9 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
             Some(_) => match installed() {
                 None => Err(BackendError::NotConfigured),
                 Some(installed) => {
-                    let id = installed.backend.entry_id(self.name, self.version, &key);
+                    let entry = self.entry(installed.backend.entry_id(self.name, self.version, &key), stripe);
                     policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
-                        installed.backend.invalidate(self.name, self.version, &id, stripe)
+                        installed.backend.invalidate(&entry)
                     })
                     .await
                 }
@@ -292,6 +292,15 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         }
     }
 
+    fn entry(&self, id: EntryId, stripe: usize) -> Entry<'static> {
+        Entry {
+            function: self.name,
+            version: self.version,
+            id,
+            stripe,
+        }
+    }
+
     /// While the invalidation listener is down, L1 entries of an L2-backed function are
     /// served only while young: another process may have invalidated them meanwhile.
     #[inline]
@@ -361,12 +370,11 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
                 return Ok(());
             }
         };
+        let entry = self.entry(id, slot.stripe);
         match self.write {
             WriteMode::Through => {
                 let written = policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
-                    installed
-                        .backend
-                        .write(self.name, self.version, &id, &bytes, self.l2_ttl, observed)
+                    installed.backend.write(&entry, &bytes, self.l2_ttl, observed)
                 })
                 .await;
                 match written {
@@ -384,9 +392,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
                 let tasks = installed.tasks.clone();
                 tasks.spawn(async move {
                     let written = policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
-                        installed
-                            .backend
-                            .write(self.name, self.version, &id, &bytes, self.l2_ttl, observed)
+                        installed.backend.write(&entry, &bytes, self.l2_ttl, observed)
                     })
                     .await;
                     match written {
@@ -431,15 +437,9 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
                     Ok(())
                 }
                 (Some(installed), Some(id), Ok(bytes)) => {
+                    let entry = self.entry(id, slot.stripe);
                     policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
-                        installed.backend.overwrite(
-                            self.name,
-                            self.version,
-                            &id,
-                            slot.stripe,
-                            &bytes,
-                            self.l2_ttl,
-                        )
+                        installed.backend.overwrite(&entry, &bytes, self.l2_ttl)
                     })
                     .await
                 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Pool, PoolError};
 use sha2::{Digest, Sha256};
+use tokio_postgres::types::ToSql;
 
 use crate::breaker::{Breaker, BreakerSettings};
 use crate::error::BackendError;
@@ -26,6 +27,24 @@ pub(crate) const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(600);
 
 /// The id of one entry: SHA-256 over namespace, function, version and key.
 pub(crate) type EntryId = [u8; 32];
+
+/// One entry of one function, as the statements that change it need it.
+pub(crate) struct Entry<'a> {
+    pub(crate) function: &'a str,
+    pub(crate) version: u32,
+    pub(crate) id: EntryId,
+    /// The key's epoch stripe, for the notice to other processes.
+    pub(crate) stripe: usize,
+}
+
+impl Entry<'_> {
+    fn notice(&self) -> Notice {
+        Notice::Key {
+            stripe: self.stripe,
+            id: self.id,
+        }
+    }
+}
 
 /// What a computation saw in L2 before computing; its write is conditional on it.
 #[derive(Debug, Clone, Copy)]
@@ -321,9 +340,7 @@ impl PgBackend {
     /// whether it was stored.
     pub(crate) async fn write(
         &self,
-        function: &str,
-        version: u32,
-        id: &EntryId,
+        entry: &Entry<'_>,
         value: &[u8],
         ttl: Option<Duration>,
         observed: Observed,
@@ -332,89 +349,67 @@ impl PgBackend {
             return Ok(false);
         }
         let rows = self
-            .with_client("write", |client| async move {
-                let statement = client.prepare_cached(&self.sql.write).await?;
-                client
-                    .execute(
-                        &statement,
-                        &[
-                            &&id[..],
-                            &self.namespace,
-                            &function,
-                            &i64::from(version),
-                            &value,
-                            &observed.generation,
-                            &observed.epoch,
-                            &seconds(ttl),
-                        ],
-                    )
-                    .await
-            })
+            .execute(
+                "write",
+                &self.sql.write,
+                &[
+                    &&entry.id[..],
+                    &self.namespace,
+                    &entry.function,
+                    &i64::from(entry.version),
+                    &value,
+                    &observed.generation,
+                    &observed.epoch,
+                    &seconds(ttl),
+                ],
+            )
             .await?;
         Ok(rows == 1)
     }
 
     /// Stores a value unconditionally and bumps the entry's generation, so computations that
-    /// started earlier cannot overwrite it (used by `refresh_*`).
-    #[allow(clippy::too_many_arguments)] // the columns of one row
+    /// started earlier cannot overwrite it, and tells other processes (used by `refresh_*`).
     pub(crate) async fn overwrite(
         &self,
-        function: &str,
-        version: u32,
-        id: &EntryId,
-        stripe: usize,
+        entry: &Entry<'_>,
         value: &[u8],
         ttl: Option<Duration>,
     ) -> Result<(), BackendError> {
-        let notice = self.notice(function, Notice::Key { stripe, id: *id });
-        self.with_client("refresh", |client| async move {
-            let statement = client.prepare_cached(&self.sql.overwrite).await?;
-            client
-                .execute(
-                    &statement,
-                    &[
-                        &&id[..],
-                        &self.namespace,
-                        &function,
-                        &i64::from(version),
-                        &value,
-                        &seconds(ttl),
-                        &self.channel,
-                        &notice,
-                    ],
-                )
-                .await
-        })
+        let notice = self.notice(entry.function, entry.notice());
+        self.execute(
+            "refresh",
+            &self.sql.overwrite,
+            &[
+                &&entry.id[..],
+                &self.namespace,
+                &entry.function,
+                &i64::from(entry.version),
+                &value,
+                &seconds(ttl),
+                &self.channel,
+                &notice,
+            ],
+        )
         .await
         .map(drop)
     }
 
     /// Replaces the entry with a tombstone of a newer generation and tells other processes.
-    pub(crate) async fn invalidate(
-        &self,
-        function: &str,
-        version: u32,
-        id: &EntryId,
-        stripe: usize,
-    ) -> Result<(), BackendError> {
-        let notice = self.notice(function, Notice::Key { stripe, id: *id });
-        self.with_client("invalidate", |client| async move {
-            let statement = client.prepare_cached(&self.sql.invalidate).await?;
-            client
-                .execute(
-                    &statement,
-                    &[
-                        &&id[..],
-                        &self.namespace,
-                        &function,
-                        &i64::from(version),
-                        &TOMBSTONE_LIFETIME.as_secs_f64(),
-                        &self.channel,
-                        &notice,
-                    ],
-                )
-                .await
-        })
+    pub(crate) async fn invalidate(&self, entry: &Entry<'_>) -> Result<(), BackendError> {
+        let notice = self.notice(entry.function, entry.notice());
+        self.execute(
+            "invalidate",
+            &self.sql.invalidate,
+            &[
+                &&entry.id[..],
+                &self.namespace,
+                &entry.function,
+                &i64::from(entry.version),
+                &TOMBSTONE_LIFETIME.as_secs_f64(),
+                &self.channel,
+                &notice,
+            ],
+        )
         .await
         .map(drop)
     }
@@ -422,14 +417,27 @@ impl PgBackend {
     /// Starts a new epoch for the function: every row it had becomes unreadable at once.
     pub(crate) async fn invalidate_all(&self, function: &str) -> Result<(), BackendError> {
         let notice = self.notice(function, Notice::All);
-        self.with_client("invalidate all", |client| async move {
-            let statement = client.prepare_cached(&self.sql.invalidate_all).await?;
-            client
-                .execute(&statement, &[&self.namespace, &function, &self.channel, &notice])
-                .await
-        })
+        self.execute(
+            "invalidate all",
+            &self.sql.invalidate_all,
+            &[&self.namespace, &function, &self.channel, &notice],
+        )
         .await
         .map(drop)
+    }
+
+    /// Runs one prepared statement; returns the rows it affected.
+    async fn execute(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, BackendError> {
+        self.with_client(operation, |client| async move {
+            let statement = client.prepare_cached(sql).await?;
+            client.execute(&statement, params).await
+        })
+        .await
     }
 
     fn notice(&self, function: &str, notice: Notice) -> String {
