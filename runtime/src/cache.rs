@@ -1,6 +1,7 @@
 //! One function's cache: the call path L1 → single-flight → L2 → body, refresh and
 //! invalidation, each under the function's failure policy.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -20,11 +21,40 @@ use crate::site::{Spec, WriteMode};
 use crate::stats::{FnStats, FunctionStats};
 
 /// Why a cached call did not produce a value.
-enum Failure<E> {
+enum Failure<E, B> {
     /// The function body returned `Err`.
     Body(E),
-    /// L2 failed and the function's mode propagates errors.
-    Backend(BackendError),
+    /// L2 failed and the function's mode propagates errors (`B = BackendError`); with
+    /// `B = Infallible` backend errors are absorbed and this cannot happen.
+    Backend(B),
+}
+
+/// What a backend error becomes for the caller: chosen by type, so the paths that absorb
+/// errors cannot return one.
+trait Escalation: Sized {
+    /// `Some` if the error reaches the caller, `None` if it is logged and absorbed.
+    fn escalate(err: &BackendError) -> Option<Self>;
+}
+
+impl Escalation for Infallible {
+    fn escalate(_: &BackendError) -> Option<Self> {
+        None
+    }
+}
+
+impl Escalation for BackendError {
+    fn escalate(err: &BackendError) -> Option<Self> {
+        Some(err.clone())
+    }
+}
+
+/// Which work a call does on a miss.
+#[derive(Clone, Copy)]
+enum Path {
+    /// L1, then L2, then the body.
+    Cached,
+    /// The body now, bypassing both tiers (`refresh_<fn>`).
+    Refresh,
 }
 
 /// Where a computed value goes in L2, and the state its write is conditional on.
@@ -91,18 +121,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
 
     /// The cached call of a function returning a plain value.
     pub async fn call(&'static self, key: Key, body: impl Future<Output = V>) -> V {
-        match self
-            .get(
-                key,
-                async { Ok::<V, std::convert::Infallible>(body.await) },
-                false,
-            )
-            .await
-        {
-            Ok(value) => value,
-            Err(Failure::Body(never)) => match never {},
-            Err(Failure::Backend(_)) => unreachable!("backend errors are absorbed when not propagating"),
-        }
+        self.plain(Path::Cached, key, body).await
     }
 
     /// The cached call of a function returning `Result` whose mode absorbs backend errors.
@@ -111,10 +130,9 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         key: Key,
         body: impl Future<Output = Result<V, E>>,
     ) -> Result<V, E> {
-        self.get(key, body, false).await.map_err(|failure| match failure {
-            Failure::Body(err) => err,
-            Failure::Backend(_) => unreachable!("backend errors are absorbed when not propagating"),
-        })
+        self.run::<E, Infallible>(Path::Cached, key, body)
+            .await
+            .map_err(Failure::into_body_error)
     }
 
     /// The cached call of a function under `on_failure = "error"`.
@@ -123,23 +141,14 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         key: Key,
         body: impl Future<Output = Result<V, E>>,
     ) -> Result<V, E> {
-        self.get(key, body, true).await.map_err(Failure::into_error)
+        self.run::<E, BackendError>(Path::Cached, key, body)
+            .await
+            .map_err(Failure::into_error)
     }
 
     /// `refresh_<fn>` of a function returning a plain value.
     pub async fn refresh(&'static self, key: Key, body: impl Future<Output = V>) -> V {
-        match self
-            .recompute(
-                key,
-                async { Ok::<V, std::convert::Infallible>(body.await) },
-                false,
-            )
-            .await
-        {
-            Ok(value) => value,
-            Err(Failure::Body(never)) => match never {},
-            Err(Failure::Backend(_)) => unreachable!("backend errors are absorbed when not propagating"),
-        }
+        self.plain(Path::Refresh, key, body).await
     }
 
     /// `refresh_<fn>` of a function returning `Result` whose mode absorbs backend errors.
@@ -148,12 +157,9 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         key: Key,
         body: impl Future<Output = Result<V, E>>,
     ) -> Result<V, E> {
-        self.recompute(key, body, false)
+        self.run::<E, Infallible>(Path::Refresh, key, body)
             .await
-            .map_err(|failure| match failure {
-                Failure::Body(err) => err,
-                Failure::Backend(_) => unreachable!("backend errors are absorbed when not propagating"),
-            })
+            .map_err(Failure::into_body_error)
     }
 
     /// `refresh_<fn>` under `on_failure = "error"`.
@@ -162,7 +168,35 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         key: Key,
         body: impl Future<Output = Result<V, E>>,
     ) -> Result<V, E> {
-        self.recompute(key, body, true).await.map_err(Failure::into_error)
+        self.run::<E, BackendError>(Path::Refresh, key, body)
+            .await
+            .map_err(Failure::into_error)
+    }
+
+    async fn plain(&'static self, path: Path, key: Key, body: impl Future<Output = V>) -> V {
+        let result = self
+            .run::<Infallible, Infallible>(path, key, async { Ok(body.await) })
+            .await;
+        match result.map_err(Failure::into_body_error) {
+            Ok(value) => value,
+            Err(never) => match never {},
+        }
+    }
+
+    async fn run<E, B: Escalation>(
+        &'static self,
+        path: Path,
+        key: Key,
+        body: impl Future<Output = Result<V, E>>,
+    ) -> Result<V, Failure<E, B>> {
+        let key = match key.0 {
+            Ok(key) => key,
+            Err(message) => return self.uncached(message, body).await,
+        };
+        match path {
+            Path::Cached => self.get(key, body).await,
+            Path::Refresh => self.recompute(key, body).await,
+        }
     }
 
     /// `invalidate_<fn>`: L2 first (tombstone), then this process's L1, so no caller can
@@ -191,7 +225,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
             self.flights.forget(&key);
         });
         self.stats.invalidation();
-        self.absorb("invalidate", l2, self.mode.propagates())
+        self.absorb_by_mode("invalidate", l2)
     }
 
     /// `invalidate_all_<fn>`: a new epoch in L2 (O(1) in the number of rows), then in L1.
@@ -210,7 +244,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         };
         self.drop_all_l1();
         self.stats.invalidation();
-        self.absorb("invalidate all", l2, self.mode.propagates())
+        self.absorb_by_mode("invalidate all", l2)
     }
 
     /// Kills every L1 entry and every flight of this function in this process; computations
@@ -221,25 +255,17 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         self.l1.clear();
     }
 
-    async fn get<E>(
+    async fn get<E, B: Escalation>(
         &'static self,
-        key: Key,
+        key: KeyBytes,
         body: impl Future<Output = Result<V, E>>,
-        propagate: bool,
-    ) -> Result<V, Failure<E>> {
-        let key = match key.0 {
-            Ok(key) => key,
-            Err(message) => return self.uncached(message, body, propagate).await,
-        };
+    ) -> Result<V, Failure<E, B>> {
         if let Some(value) = self.l1.get(&key, self.epochs.all(), self.max_age()) {
             self.stats.l1_hit();
             tracing::trace!(cache = self.name, "tiered: L1 hit");
             return Ok(value);
         }
-        let (result, role) = self
-            .flights
-            .run(&key, || self.compute(&key, body, propagate))
-            .await;
+        let (result, role) = self.flights.run(&key, || self.compute(&key, body)).await;
         if role == Role::Coalesced {
             self.stats.coalesced();
         }
@@ -247,12 +273,11 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
     }
 
     /// The leader's work on an L1 miss: L2, else the body, then the write-back.
-    async fn compute<E>(
+    async fn compute<E, B: Escalation>(
         &'static self,
         key: &KeyBytes,
         body: impl Future<Output = Result<V, E>>,
-        propagate: bool,
-    ) -> Result<V, Failure<E>> {
+    ) -> Result<V, Failure<E, B>> {
         // A flight that ended between our L1 miss and joining may have filled L1.
         if let Some(value) = self.l1.get(key, self.epochs.all(), self.max_age()) {
             self.stats.l1_hit();
@@ -262,11 +287,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         let slot = self.slot(key, installed.as_deref());
         // Taken before reading L2: an invalidation after this point refuses our L1 store.
         let snapshot = self.epochs.snapshot(slot.stripe);
-        let write_back = match self
-            .lookup(&slot, installed, propagate)
-            .await
-            .map_err(Failure::Backend)?
-        {
+        let write_back = match self.lookup(&slot, installed).await.map_err(Failure::Backend)? {
             Lookup::Hit(value, remaining) => {
                 self.stats.l2_hit();
                 tracing::debug!(cache = self.name, "tiered: L2 hit");
@@ -278,7 +299,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         self.stats.miss();
         tracing::debug!(cache = self.name, "tiered: miss, running the function");
         let value = body.await.map_err(Failure::Body)?;
-        self.write_back(&slot, &value, snapshot, write_back, propagate)
+        self.write_back(&slot, &value, snapshot, write_back)
             .await
             .map_err(Failure::Backend)?;
         Ok(value)
@@ -308,17 +329,16 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         self.codec.and_then(|_| staleness_cap())
     }
 
-    async fn lookup(
+    async fn lookup<B: Escalation>(
         &self,
         slot: &Slot<'_>,
         installed: Option<Arc<Installed>>,
-        propagate: bool,
-    ) -> Result<Lookup<V>, BackendError> {
+    ) -> Result<Lookup<V>, B> {
         let Some(codec) = self.codec else {
             return Ok(Lookup::Miss(None));
         };
         let (Some(installed), Some(id)) = (installed, slot.id) else {
-            self.absorb("read", Err(BackendError::NotConfigured), propagate)?;
+            self.absorb("read", Err(BackendError::NotConfigured))?;
             return Ok(Lookup::Miss(None));
         };
         let read = policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
@@ -328,7 +348,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         let read = match read {
             Ok(read) => read,
             Err(err) => {
-                self.absorb("read", Err(err), propagate)?;
+                self.absorb("read", Err(err))?;
                 return Ok(Lookup::Miss(None));
             }
         };
@@ -348,14 +368,13 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         })))
     }
 
-    async fn write_back(
+    async fn write_back<B: Escalation>(
         &'static self,
         slot: &Slot<'_>,
         value: &V,
         snapshot: Snapshot,
         write_back: Option<WriteBack>,
-        propagate: bool,
-    ) -> Result<(), BackendError> {
+    ) -> Result<(), B> {
         let (Some(codec), Some(id), Some(WriteBack { installed, observed })) =
             (self.codec, slot.id, write_back)
         else {
@@ -381,7 +400,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
                     Ok(true) => self.store_l1(slot, value, snapshot, None),
                     Ok(false) => self.superseded(),
                     Err(err) => {
-                        self.absorb("write", Err(err), propagate)?;
+                        self.absorb("write", Err(err))?;
                         self.store_l1(slot, value, snapshot, None);
                     }
                 }
@@ -404,7 +423,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
                             self.superseded();
                         }
                         Err(err) => {
-                            let _ = self.absorb("write behind", Err(err), false);
+                            let Ok(()) = self.absorb::<Infallible>("write behind", Err(err));
                         }
                     }
                 });
@@ -415,16 +434,11 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
 
     /// `refresh_<fn>`: runs the body, stores the value in both tiers as the newest, and
     /// makes every computation that started earlier unable to store over it.
-    async fn recompute<E>(
+    async fn recompute<E, B: Escalation>(
         &'static self,
-        key: Key,
+        key: KeyBytes,
         body: impl Future<Output = Result<V, E>>,
-        propagate: bool,
-    ) -> Result<V, Failure<E>> {
-        let key = match key.0 {
-            Ok(key) => key,
-            Err(message) => return self.uncached(message, body, propagate).await,
-        };
+    ) -> Result<V, Failure<E, B>> {
         self.stats.miss();
         let value = body.await.map_err(Failure::Body)?;
         let installed = self.codec.and_then(|_| installed());
@@ -444,8 +458,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
                     .await
                 }
             };
-            self.absorb("refresh", stored, propagate)
-                .map_err(Failure::Backend)?;
+            self.absorb("refresh", stored).map_err(Failure::Backend)?;
         }
         self.epochs.invalidate(slot.stripe, || self.flights.forget(&key));
         let snapshot = self.epochs.snapshot(slot.stripe);
@@ -454,18 +467,16 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
     }
 
     /// Runs the body without caching when the key cannot be encoded.
-    async fn uncached<E>(
+    async fn uncached<E, B: Escalation>(
         &self,
         message: String,
         body: impl Future<Output = Result<V, E>>,
-        propagate: bool,
-    ) -> Result<V, Failure<E>> {
+    ) -> Result<V, Failure<E, B>> {
         let err = BackendError::Key {
             function: self.name.to_owned(),
             message,
         };
-        self.absorb("key", Err(err), propagate)
-            .map_err(Failure::Backend)?;
+        self.absorb("key", Err(err)).map_err(Failure::Backend)?;
         self.stats.miss();
         body.await.map_err(Failure::Body)
     }
@@ -494,16 +505,13 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
 
     /// Applies the failure policy to the outcome of an L2 operation: `Ok` if it succeeded or
     /// its error is absorbed (logged), `Err` if it must reach the caller.
-    fn absorb(
-        &self,
-        operation: &str,
-        outcome: Result<(), BackendError>,
-        propagate: bool,
-    ) -> Result<(), BackendError> {
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(err) if propagate => Err(err),
-            Err(BackendError::NotConfigured) => {
+    fn absorb<B: Escalation>(&self, operation: &str, outcome: Result<(), BackendError>) -> Result<(), B> {
+        let Err(err) = outcome else { return Ok(()) };
+        if let Some(escalated) = B::escalate(&err) {
+            return Err(escalated);
+        }
+        match err {
+            BackendError::NotConfigured => {
                 if !WARNED_NOT_CONFIGURED.swap(true, Relaxed) {
                     tracing::warn!(
                         cache = self.name,
@@ -511,17 +519,35 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
                         BackendError::NotConfigured
                     );
                 }
-                Ok(())
             }
-            Err(err) => {
+            err => {
                 tracing::warn!(cache = self.name, operation, error = %err, "tiered: L2 unavailable; carrying on with L1 only");
-                Ok(())
             }
+        }
+        Ok(())
+    }
+
+    /// [`FnCache::absorb`] for the helpers that always return `Result<(), BackendError>`.
+    fn absorb_by_mode(&self, operation: &str, outcome: Result<(), BackendError>) -> Result<(), BackendError> {
+        match self.mode.propagates() {
+            true => self.absorb::<BackendError>(operation, outcome),
+            false => self
+                .absorb::<Infallible>(operation, outcome)
+                .map_err(|never| match never {}),
         }
     }
 }
 
-impl<E: From<BackendError>> Failure<E> {
+impl<E> Failure<E, Infallible> {
+    fn into_body_error(self) -> E {
+        match self {
+            Failure::Body(err) => err,
+            Failure::Backend(never) => match never {},
+        }
+    }
+}
+
+impl<E: From<BackendError>> Failure<E, BackendError> {
     fn into_error(self) -> E {
         match self {
             Failure::Body(err) => err,
