@@ -2,9 +2,11 @@
 //! invalidation, each under the function's failure policy.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::codec::Codec;
@@ -19,6 +21,25 @@ use crate::runtime::{installed, Installed};
 use crate::single_flight::{Flights, Role};
 use crate::site::{Spec, WriteMode};
 use crate::stats::{FnStats, FunctionStats};
+
+/// The future of a cached call: ready at once on an L1 hit, else the miss path, boxed. A hit
+/// thus builds none of the miss path's futures (kilobytes of L2 I/O and single-flight state),
+/// and the caller's future holds only this, not the key.
+enum Call<T, F> {
+    Hit(Ready<T>),
+    Miss(Pin<Box<F>>),
+}
+
+impl<T, F: Future<Output = T>> Future for Call<T, F> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.get_mut() {
+            Call::Hit(hit) => Pin::new(hit).poll(cx),
+            Call::Miss(miss) => miss.as_mut().poll(cx),
+        }
+    }
+}
 
 /// Why a cached call did not produce a value.
 enum Failure<E, B> {
@@ -119,31 +140,53 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         }
     }
 
-    /// The cached call of a function returning a plain value.
-    pub async fn call(&'static self, key: Key, body: impl Future<Output = V>) -> V {
-        self.plain(Path::Cached, key, body).await
+    /// The cached call of a function returning a plain value. It looks up L1 when called (the
+    /// generated code awaits it at once): a hit returns a ready future (see [`Call`]).
+    pub fn call(&'static self, key: Key, body: impl Future<Output = V>) -> impl Future<Output = V> {
+        self.hit_or(key, |value| value, |key| self.plain(Path::Cached, key, body))
     }
 
     /// The cached call of a function returning `Result` whose mode absorbs backend errors.
-    pub async fn call_result<E>(
+    pub fn call_result<E>(
         &'static self,
         key: Key,
         body: impl Future<Output = Result<V, E>>,
-    ) -> Result<V, E> {
-        self.run::<E, Infallible>(Path::Cached, key, body)
-            .await
-            .map_err(Failure::into_body_error)
+    ) -> impl Future<Output = Result<V, E>> {
+        self.hit_or(key, Ok, |key| async move {
+            self.run::<E, Infallible>(Path::Cached, key, body)
+                .await
+                .map_err(Failure::into_body_error)
+        })
     }
 
     /// The cached call of a function under `on_failure = "error"`.
+    // Still an `async fn`, as tests/ui/fail/error_without_from.stderr quotes its signature; a
+    // plain `fn` like the two above would save a future layer per hit.
     pub async fn call_result_propagating<E: From<BackendError>>(
         &'static self,
         key: Key,
         body: impl Future<Output = Result<V, E>>,
     ) -> Result<V, E> {
-        self.run::<E, BackendError>(Path::Cached, key, body)
-            .await
-            .map_err(Failure::into_error)
+        self.hit_or(key, Ok, |key| async move {
+            self.run::<E, BackendError>(Path::Cached, key, body)
+                .await
+                .map_err(Failure::into_error)
+        })
+        .await
+    }
+
+    /// A ready future of `hit(value)` on an L1 hit, else the `miss` path, boxed.
+    #[inline]
+    fn hit_or<T, F: Future<Output = T>>(
+        &'static self,
+        key: Key,
+        hit: impl FnOnce(V) -> T,
+        miss: impl FnOnce(Key) -> F,
+    ) -> Call<T, F> {
+        match self.l1_hit(&key) {
+            Some(value) => Call::Hit(ready(hit(value))),
+            None => Call::Miss(Box::pin(miss(key))),
+        }
     }
 
     /// `refresh_<fn>` of a function returning a plain value.
@@ -255,16 +298,22 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         self.l1.clear();
     }
 
+    /// The value for `key` if L1 has it live, counted as a hit.
+    #[inline]
+    fn l1_hit(&self, key: &Key) -> Option<V> {
+        let key = key.0.as_ref().ok()?;
+        let value = self.l1.get(key, self.epochs.all(), self.max_age())?;
+        self.stats.l1_hit();
+        tracing::trace!(cache = self.name, "tiered: L1 hit");
+        Some(value)
+    }
+
+    /// The call path after an L1 miss ([`FnCache::l1_hit`]).
     async fn get<E, B: Escalation>(
         &'static self,
         key: KeyBytes,
         body: impl Future<Output = Result<V, E>>,
     ) -> Result<V, Failure<E, B>> {
-        if let Some(value) = self.l1.get(&key, self.epochs.all(), self.max_age()) {
-            self.stats.l1_hit();
-            tracing::trace!(cache = self.name, "tiered: L1 hit");
-            return Ok(value);
-        }
         let (result, role) = self.flights.run(&key, || self.compute(&key, body)).await;
         if role == Role::Coalesced {
             self.stats.coalesced();

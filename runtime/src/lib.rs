@@ -1,5 +1,5 @@
 //! The engine behind [`tiered`](https://docs.rs/tiered): an in-process L1 per function
-//! (mini-moka) over a shared PostgreSQL L2, with single-flight, a failure policy and
+//! (quick_cache) over a shared PostgreSQL L2, with single-flight, a failure policy and
 //! invalidation that never lets a stale result be stored after it.
 //!
 //! Use it through the `tiered` crate and its `#[tiered_cached]` attribute; this crate holds
