@@ -1,0 +1,370 @@
+//! L2 against plain PostgreSQL, on one server: a hit (L1 missed) against a raw prepared
+//! `SELECT` of the same row through the same pool; hit throughput of many tasks against
+//! `pgbench -S -M prepared` with as many connections; and the miss path (`write = "through"`
+//! and `"behind"`) against the body's own time. Latencies are timed call by call, alternating
+//! with their baselines, rather than by criterion: round trips on a shared machine drift
+//! between two criterion runs more than the differences measured here.
+//!
+//! The server is `$DATABASE_URL` if set, else a throwaway cluster (`tiered_testkit::PgServer`).
+
+#[path = "shared/profile.rs"]
+mod profile;
+#[path = "shared/results.rs"]
+mod results;
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use profile::{hot_id, Profile, HOT_KEYS};
+use serde_json::json;
+use tiered::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tiered::tiered_cached;
+
+/// Pool size of the runtime, and pgbench's client count.
+const CONNECTIONS: usize = 8;
+/// Tasks issuing L2 hits together in the throughput run.
+const TASKS: usize = 64;
+const THROUGHPUT_RUN: Duration = Duration::from_secs(5);
+/// What the body of the miss-path functions costs by itself.
+const BODY: Duration = Duration::from_micros(100);
+/// The untimed pause after each measured miss, in which its background work finishes.
+const SETTLE: Duration = Duration::from_micros(500);
+/// Calls of each kind in the latency measurements.
+const L2_HIT_ROUNDS: usize = 20_000;
+const MISS_ROUNDS: usize = 2_000;
+
+/// With room for one entry and calls rotating over [`HOT_KEYS`] keys, every call misses L1
+/// and is answered from L2.
+#[tiered_cached(l1_capacity = 1)]
+async fn profile_from_l2(id: u64) -> Profile {
+    Profile::new(id)
+}
+
+/// Spins for [`BODY`]: a body whose cost does not depend on the scheduler.
+fn body(id: u64) -> Profile {
+    let start = Instant::now();
+    while start.elapsed() < BODY {
+        std::hint::spin_loop();
+    }
+    Profile::new(id)
+}
+
+#[tiered_cached(write = "through")]
+async fn computed_write_through(id: u64) -> Profile {
+    body(id)
+}
+
+#[tiered_cached(write = "behind")]
+async fn computed_write_behind(id: u64) -> Profile {
+    body(id)
+}
+
+/// Keys never used before, so every call of a miss-path function is a miss in both tiers.
+fn fresh_key() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1 << 40);
+    NEXT.fetch_add(1, Relaxed)
+}
+
+fn pool(url: &str) -> Pool {
+    let config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(CONNECTIONS)
+        .build()
+        .expect("a pool")
+}
+
+/// The L2 ids of [`profile_from_l2`]'s rows, for the raw `SELECT`.
+async fn row_ids(pool: &Pool, table: &str) -> Vec<Vec<u8>> {
+    let client = pool.get().await.expect("a connection");
+    let rows = client
+        .query(
+            &format!("SELECT id FROM {table} WHERE function LIKE '%profile_from_l2'"),
+            &[],
+        )
+        .await
+        .expect("the row ids");
+    rows.iter().map(|row| row.get(0)).collect()
+}
+
+/// The baseline: one prepared `SELECT` of the row's value through the pool.
+async fn raw_select(pool: &Pool, sql: &str, id: &[u8]) -> Vec<u8> {
+    let client = pool.get().await.expect("a connection");
+    let statement = client.prepare_cached(sql).await.expect("a prepared statement");
+    let row = client.query_one(&statement, &[&id]).await.expect("the row");
+    row.get(0)
+}
+
+/// The raw `SELECT` of [`profile_from_l2`]'s rows: the statement and the rows' ids.
+struct RawRows {
+    sql: String,
+    ids: Vec<Vec<u8>>,
+}
+
+/// One way of making a call, timed by [`alternating`].
+type Call<'a> = Box<dyn FnMut(usize) -> Pin<Box<dyn Future<Output = ()> + 'a>> + 'a>;
+
+/// The median time of each call, made in turn (each once per round, for `rounds` rounds), so
+/// that drift of the machine during the run (other load, frequency) affects all alike. After
+/// each call `settle` passes untimed.
+fn alternating(
+    runtime: &tokio::runtime::Runtime,
+    rounds: usize,
+    settle: Duration,
+    calls: Vec<(&str, Call<'_>)>,
+) -> serde_json::Value {
+    let (names, mut calls): (Vec<&str>, Vec<Call<'_>>) = calls.into_iter().unzip();
+    let mut times = vec![Vec::with_capacity(rounds); calls.len()];
+    runtime.block_on(async {
+        for round in 0..rounds {
+            for (call, times) in calls.iter_mut().zip(&mut times) {
+                let start = Instant::now();
+                call(round).await;
+                times.push(start.elapsed());
+                std::thread::sleep(settle);
+            }
+        }
+    });
+    let medians = names.into_iter().zip(times).map(|(name, mut times)| {
+        times.sort_unstable();
+        (name.to_owned(), json!(times[times.len() / 2].as_nanos() as f64))
+    });
+    json!({ "rounds": rounds, "median_ns": serde_json::Map::from_iter(medians) })
+}
+
+fn boxed<'a, F: Future + 'a>(call: impl FnMut(usize) -> F + 'a) -> Call<'a> {
+    let mut call = call;
+    Box::new(move |i| {
+        let future = call(i);
+        Box::pin(async move {
+            black_box(future.await);
+        })
+    })
+}
+
+/// An L2 hit against the raw `SELECT` of the same rows, call by call.
+fn l2_hit(runtime: &tokio::runtime::Runtime, pool: &Pool, rows: &RawRows) -> serde_json::Value {
+    alternating(
+        runtime,
+        L2_HIT_ROUNDS,
+        Duration::ZERO,
+        vec![
+            ("tiered", boxed(|i| profile_from_l2(hot_id(i)))),
+            (
+                "raw_select",
+                boxed(|i| raw_select(pool, &rows.sql, &rows.ids[i % HOT_KEYS])),
+            ),
+        ],
+    )
+}
+
+/// One miss at a time, each with a fresh key, against the body alone and against the body
+/// followed by one raw `SELECT` (the floor of a miss). The untimed [`SETTLE`] after each call
+/// lets a write-behind finish off the clock, as between the calls of a caller that is not
+/// saturating the machine (whose runtime's idle workers park meanwhile, as they do here).
+fn miss_path(runtime: &tokio::runtime::Runtime, pool: &Pool, rows: &RawRows) -> serde_json::Value {
+    alternating(
+        runtime,
+        MISS_ROUNDS,
+        SETTLE,
+        vec![
+            ("body_alone", boxed(|_| async { body(fresh_key()) })),
+            (
+                "body_and_raw_select",
+                boxed(|i| async move {
+                    let body = body(fresh_key());
+                    (body, raw_select(pool, &rows.sql, &rows.ids[i % HOT_KEYS]).await)
+                }),
+            ),
+            ("write_through", boxed(|_| computed_write_through(fresh_key()))),
+            ("write_behind", boxed(|_| computed_write_behind(fresh_key()))),
+        ],
+    )
+}
+
+/// Calls per second of [`TASKS`] tasks, each calling `call(i)` for consecutive `i` (from its
+/// own offset) for [`THROUGHPUT_RUN`].
+async fn calls_per_second<F>(call: impl Fn(usize) -> F + Send + Sync + 'static) -> f64
+where
+    F: Future + Send,
+{
+    let call = Arc::new(call);
+    let calls = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let (call, calls) = (call.clone(), calls.clone());
+            tokio::spawn(async move {
+                let mut i = task * HOT_KEYS / TASKS;
+                while start.elapsed() < THROUGHPUT_RUN {
+                    call(i).await;
+                    calls.fetch_add(1, Relaxed);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a throughput task");
+    }
+    calls.load(Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// L2 hits per second through `#[tiered_cached]`, and raw `SELECT`s per second through the
+/// same pool, each from [`TASKS`] tasks.
+async fn pool_throughput(pool: Pool, rows: Arc<RawRows>) -> serde_json::Value {
+    let before = l2_counts();
+    let start = Instant::now();
+    let tiered_calls = calls_per_second(|i| profile_from_l2(hot_id(i))).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let after = l2_counts();
+    let raw_selects = calls_per_second(move |i| {
+        let (pool, rows) = (pool.clone(), rows.clone());
+        async move { raw_select(&pool, &rows.sql, &rows.ids[i % HOT_KEYS]).await }
+    })
+    .await;
+    json!({
+        "tasks": TASKS,
+        "connections": CONNECTIONS,
+        "seconds": THROUGHPUT_RUN.as_secs(),
+        "tiered_calls_per_second": tiered_calls,
+        "tiered_l2_hits_per_second": (after.l2_hits - before.l2_hits) as f64 / elapsed,
+        "tiered_backend_errors": after.backend_errors - before.backend_errors,
+        "raw_selects_per_second": raw_selects,
+    })
+}
+
+fn l2_counts() -> tiered::FunctionStats {
+    tiered::stats()
+        .into_iter()
+        .find(|(name, _)| name.ends_with("profile_from_l2"))
+        .map(|(_, counts)| counts)
+        .unwrap_or_default()
+}
+
+/// `pgbench` of the installed PostgreSQL, for the select-only baseline.
+fn pgbench() -> String {
+    let on_path = Command::new("pgbench").arg("--version").output().is_ok();
+    if on_path {
+        return "pgbench".to_owned();
+    }
+    let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|version| version.path().join("bin/pgbench"))
+        .filter(|path| path.exists())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .expect("pgbench (PostgreSQL's client tools) is needed for the throughput baseline")
+        .display()
+        .to_string()
+}
+
+fn run_pgbench(pgbench: &str, url: &str, args: &[&str]) -> String {
+    let output = Command::new(pgbench)
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("pgbench runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "pgbench {args:?} failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
+/// `pgbench -S -M prepared` (one primary-key `SELECT` per transaction) with
+/// [`CONNECTIONS`] clients for [`THROUGHPUT_RUN`].
+fn pgbench_throughput(url: &str) -> serde_json::Value {
+    let pgbench = pgbench();
+    run_pgbench(&pgbench, url, &["-i", "-q", "-s", "1"]);
+    let (clients, seconds) = (CONNECTIONS.to_string(), THROUGHPUT_RUN.as_secs().to_string());
+    let report = run_pgbench(
+        &pgbench,
+        url,
+        &[
+            "-S", "-M", "prepared", "-n", "-j", "2", "-c", &clients, "-T", &seconds,
+        ],
+    );
+    let tps = report
+        .lines()
+        .find_map(|line| line.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|tps| tps.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no tps in pgbench's report: {report}"));
+    json!({ "clients": CONNECTIONS, "threads": 2, "seconds": THROUGHPUT_RUN.as_secs(), "tps": tps })
+}
+
+fn block_on_all<F: Future>(runtime: &tokio::runtime::Runtime, calls: impl Iterator<Item = F>) {
+    runtime.block_on(async {
+        for call in calls {
+            call.await;
+        }
+    });
+}
+
+fn main() {
+    let server = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Err(url),
+        _ => Ok(tiered_testkit::PgServer::start().expect("a PostgreSQL server")),
+    };
+    let url = match &server {
+        Ok(server) => server.url().to_owned(),
+        Err(url) => url.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let pool = runtime.block_on(async { pool(&url) });
+    let table = tiered_testkit::unique_name("bench");
+    runtime
+        .block_on(
+            tiered::Runtime::builder()
+                .postgres_pool(pool.clone())
+                .listen_url(&url)
+                .table(&table)
+                .l2_timeout(Duration::from_secs(5))
+                .install(),
+        )
+        .expect("the tiered runtime installs");
+    // One L2 row per hot key.
+    block_on_all(&runtime, (0..HOT_KEYS).map(|i| profile_from_l2(hot_id(i))));
+
+    let ids = runtime.block_on(row_ids(&pool, &table));
+    assert_eq!(ids.len(), HOT_KEYS, "one L2 row per hot key");
+    let rows = Arc::new(RawRows {
+        sql: format!("SELECT value FROM {table} WHERE id = $1"),
+        ids,
+    });
+
+    let latency = json!({
+        "l2_hit": l2_hit(&runtime, &pool, &rows),
+        "miss_path": miss_path(&runtime, &pool, &rows),
+    });
+    results::record("l2_latency", latency);
+    let pool_figures = runtime.block_on(pool_throughput(pool, rows));
+    let pgbench = pgbench_throughput(&url);
+    runtime.block_on(tiered::shutdown());
+    results::record(
+        "l2_throughput",
+        json!({ "pool": pool_figures, "pgbench": pgbench }),
+    );
+}
