@@ -1,6 +1,6 @@
 //! Two-tier memoization for async Rust, from one attribute.
 //!
-//! A call of a `#[tiered_cached]` function answers from an in-process L1 (mini-moka), then from
+//! A call of a `#[tiered_cached]` function answers from an in-process L1 (quick_cache), then from
 //! a shared L2 table in PostgreSQL, and only then runs the body — once per key, however many
 //! callers arrive together. Invalidating an entry removes it from both tiers and from the L1 of
 //! every other process, and a computation overtaken by an invalidation never stores its result.
