@@ -4,19 +4,11 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use common::{block_on, installed_table, query_i64};
+use common::{block_on, installed_table, query_i64, serial};
 use serde::{Deserialize, Serialize};
 use tiered::tiered_cached;
 use tiered_testkit::PgServer;
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    installed_table();
-    guard
-}
 
 async fn execute(statement: String) {
     tiered_testkit::sql(PgServer::shared().url(), &statement)

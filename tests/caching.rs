@@ -4,21 +4,13 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{block_on, installed_table, query_i64, stats_of};
+use common::{block_on, installed_table, query_i64, serial, stats_of};
 use serde::{Deserialize, Serialize};
 use tiered::tiered_cached;
 use tokio::sync::Notify;
-
-/// Tests here clear the process's L1, so they run one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    installed_table();
-    guard
-}
 
 /// Rows of `function` in the cache table holding a value (tombstones excluded).
 async fn live_rows(function: &str) -> i64 {

@@ -4,18 +4,10 @@
 mod common;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use common::{block_on, installed_table, stats_of};
+use common::{block_on, serial, stats_of};
 use tiered::tiered_cached;
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    installed_table();
-    guard
-}
 
 static COLD_RUNS: AtomicUsize = AtomicUsize::new(0);
 

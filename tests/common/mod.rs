@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part of it
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tiered_testkit::PgServer;
@@ -53,4 +53,13 @@ pub async fn query_i64(statement: &str) -> Vec<i64> {
 /// The counts of the cache named `name`, or zeros if it was never used.
 pub fn stats_of(name: &str) -> tiered::FunctionStats {
     tiered::stats().get(name).copied().unwrap_or_default()
+}
+
+/// Holds the lock that makes the tests of a binary run one at a time (they clear the process's
+/// L1 or share keys), with the runtime installed.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    installed_table();
+    guard
 }
