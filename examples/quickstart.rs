@@ -55,7 +55,7 @@ async fn show(what: &str, call: impl Future<Output = Result<Profile, AppError>>)
         Ok(profile) => format!("{profile:?}"),
         Err(err) => format!("Err({err})"),
     };
-    println!("{what:<44} {tier:<20} {elapsed:>10.2?}  {answer}");
+    println!("{what:<46} {tier:<20} {elapsed:>10.2?}  {answer}");
 }
 
 #[tokio::main]
