@@ -160,19 +160,16 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
     }
 
     /// The cached call of a function under `on_failure = "error"`.
-    // Still an `async fn`, as tests/ui/fail/error_without_from.stderr quotes its signature; a
-    // plain `fn` like the two above would save a future layer per hit.
-    pub async fn call_result_propagating<E: From<BackendError>>(
+    pub fn call_result_propagating<E: From<BackendError>>(
         &'static self,
         key: Key,
         body: impl Future<Output = Result<V, E>>,
-    ) -> Result<V, E> {
+    ) -> impl Future<Output = Result<V, E>> {
         self.hit_or(key, Ok, |key| async move {
             self.run::<E, BackendError>(Path::Cached, key, body)
                 .await
                 .map_err(Failure::into_error)
         })
-        .await
     }
 
     /// A ready future of `hit(value)` on an L1 hit, else the `miss` path, boxed.
