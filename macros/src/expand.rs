@@ -5,7 +5,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{parse_quote, Attribute, FnArg, Ident, Signature, Token};
+use syn::{parse_quote, Attribute, FnArg, Ident, Signature, Token, Type, TypePath};
 
 use crate::validate::{Backend, Cached, Key, OnFailure, Write};
 
@@ -51,7 +51,7 @@ pub(crate) fn expand(cached: &Cached) -> TokenStream {
     let outer: Vec<Attribute> = item.attrs.iter().map(relax).collect();
     let vis = &item.vis;
     let idents: Vec<Ident> = args.iter().map(|arg| generated(&arg.ident)).collect();
-    let key = key(cached);
+    let KeyForm { expr: key, stored } = key_form(cached);
 
     // The cached fn and `refresh_`: the signature as written, less `mut` and argument patterns.
     let mut inputs: Punctuated<FnArg, Token![,]> = Punctuated::new();
@@ -128,13 +128,14 @@ pub(crate) fn expand(cached: &Cached) -> TokenStream {
         (true, _) => ("call_result", "refresh_result"),
     };
     let (call, refresh) = (Ident::new(call, at_call), Ident::new(refresh, at_call));
-    let called = quote_spanned!(at_call=> #cache.#call(#key, #body_call).await);
-    let refreshed = quote_spanned!(at_call=> #cache.#refresh(#key, #body_call).await);
-    let invalidated = quote_spanned!(at_call=> #cache.invalidate(#key).await);
+    // The key is looked up (or resolved) before the arguments move into the body.
+    let called = quote_spanned!(at_call=> #cache.#call(#cache.lookup(#key), #body_call).await);
+    let refreshed = quote_spanned!(at_call=> #cache.#refresh(#cache.resolve(#key), #body_call).await);
+    let invalidated = quote_spanned!(at_call=> #cache.invalidate(#cache.resolve(#key)).await);
     let invalidated_all = quote_spanned!(at_call=> #cache.invalidate_all().await);
 
     let spec = spec(cached, &fn_name);
-    let site = quote_spanned!(at_value=> ::tiered::__private::Site<#value>);
+    let site = quote_spanned!(at_value=> ::tiered::__private::Site<#value, #stored>);
     let site_new = quote_spanned!(at_value=> ::tiered::__private::Site::new(#spec));
     let block = &item.block;
     let docs = Docs::new(cached, &fn_name);
@@ -156,7 +157,7 @@ pub(crate) fn expand(cached: &Cached) -> TokenStream {
         #[doc(hidden)]
         #[allow(dead_code)]
         #(#cfgs)*
-        fn #cache_fn() -> &'static ::tiered::__private::FnCache<#value> {
+        fn #cache_fn() -> &'static ::tiered::__private::FnCache<#value, #stored> {
             static __TIERED_SITE: #site = #site_new;
             __TIERED_SITE.#get
         }
@@ -186,9 +187,41 @@ pub(crate) fn expand(cached: &Cached) -> TokenStream {
     }
 }
 
-/// The key of a call, computed before the arguments move into the body. Every argument is
-/// shadowed by a reference first, so a `key` expression never moves one.
-fn key(cached: &Cached) -> TokenStream {
+/// How L1 keys a call (see the runtime's `call_key`): the key expression the generated calls
+/// pass, and the type L1 stores.
+struct KeyForm {
+    expr: TokenStream,
+    stored: TokenStream,
+}
+
+/// The arguments as they are when every one is a [`Part`], else their encoding. The encoding
+/// shadows every argument by a reference first, so a `key` expression never moves one.
+fn key_form(cached: &Cached) -> KeyForm {
+    let typed: Option<Vec<(Part, Ident)>> = match cached.key {
+        Key::Arguments(_) if cached.args.len() <= MAX_PARTS => cached
+            .args
+            .iter()
+            .map(|arg| Some((part(&arg.ty)?, generated(&arg.ident))))
+            .collect(),
+        _ => None,
+    };
+    if let Some(parts) = typed {
+        let (exprs, stored): (Vec<TokenStream>, Vec<TokenStream>) = parts
+            .into_iter()
+            .map(|(part, ident)| match part {
+                Part::Scalar { ty, by_ref: false } => (quote!(#ident), quote!(#ty)),
+                Part::Scalar { ty, by_ref: true } => (quote!(*#ident), quote!(#ty)),
+                Part::Str => (
+                    quote!(::core::convert::AsRef::<str>::as_ref(&#ident)),
+                    quote!(::std::string::String),
+                ),
+            })
+            .unzip();
+        return KeyForm {
+            expr: quote!(::tiered::__private::Parts((#(#exprs,)*))),
+            stored: quote!((#(#stored,)*)),
+        };
+    }
     let idents: Vec<Ident> = cached.args.iter().map(|arg| generated(&arg.ident)).collect();
     let shadows = idents
         .iter()
@@ -197,7 +230,73 @@ fn key(cached: &Cached) -> TokenStream {
         Key::Arguments(span) => quote_spanned!(at(*span)=> ::tiered::__private::key(&(#(#idents,)*))),
         Key::Custom { expr, .. } => quote_spanned!(at(expr.span())=> ::tiered::__private::key(&(#expr))),
     };
-    quote!({ #(#shadows)* #encoded })
+    KeyForm {
+        expr: quote!({ #(#shadows)* #encoded }),
+        stored: quote!(::tiered::__private::ByteKey),
+    }
+}
+
+/// The most arguments the runtime's `Parts` takes.
+const MAX_PARTS: usize = 8;
+
+/// An argument type L1 keys by as it is (the runtime's `KeyPart`s).
+enum Part {
+    /// An integer, `bool` or `char`, or a reference to one.
+    Scalar { ty: Ident, by_ref: bool },
+    /// `String`, `&str` or `&String`, looked up as `&str`.
+    Str,
+}
+
+const SCALARS: [&str; 14] = [
+    "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "bool", "char",
+];
+
+/// The part an argument of type `ty` is, told by its name: only names without generics or
+/// lifetimes qualify, as L1 must own its keys (`'static`), which the names promise.
+fn part(ty: &Type) -> Option<Part> {
+    match ty {
+        Type::Group(group) => part(&group.elem),
+        Type::Paren(paren) => part(&paren.elem),
+        Type::Reference(reference) => match bare_name(&reference.elem)? {
+            name if name == "str" || name == "String" => Some(Part::Str),
+            name => scalar(name, true),
+        },
+        ty => match bare_name(ty)? {
+            name if name == "String" => Some(Part::Str),
+            name => scalar(name, false),
+        },
+    }
+}
+
+fn scalar(name: &Ident, by_ref: bool) -> Option<Part> {
+    SCALARS.iter().any(|scalar| name == scalar).then(|| Part::Scalar {
+        ty: name.clone(),
+        by_ref,
+    })
+}
+
+/// The name of a type written as one identifier (`u64`, `String`), or `String` written in full.
+fn bare_name(ty: &Type) -> Option<&Ident> {
+    let Type::Path(TypePath { qself: None, path }) = ty else {
+        return None;
+    };
+    if path.segments.iter().any(|segment| !segment.arguments.is_none()) {
+        return None;
+    }
+    let names: Vec<String> = path
+        .segments
+        .iter()
+        .map(|segment| segment.ident.to_string())
+        .collect();
+    let in_full = matches!(
+        names.iter().map(String::as_str).collect::<Vec<_>>()[..],
+        ["std" | "alloc", "string", "String"]
+    );
+    match (path.leading_colon, names.len()) {
+        (None, 1) => path.get_ident(),
+        _ if in_full => path.segments.last().map(|segment| &segment.ident),
+        _ => None,
+    }
 }
 
 /// The `Spec` literal of the function's `Site`.

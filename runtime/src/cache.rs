@@ -3,16 +3,17 @@
 
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
+use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::call_key::{CallKey, Owned, Resolved};
 use crate::codec::Codec;
 use crate::error::BackendError;
 use crate::invalidation::{stripe_of, Epochs, RegisteredCache, Snapshot};
-use crate::key::{Key, KeyBytes};
 use crate::l1::L1;
 use crate::l2::{Entry, EntryId, Notice, Observed};
 use crate::listener::staleness_cap;
@@ -38,6 +39,19 @@ impl<T, F: Future<Output = T>> Future for Call<T, F> {
             Call::Hit(hit) => Pin::new(hit).poll(cx),
             Call::Miss(miss) => miss.as_mut().poll(cx),
         }
+    }
+}
+
+/// A ready future of `hit(value)` on an L1 hit, else the `miss` path, boxed.
+#[inline]
+fn hit_or<V, K, T, F: Future<Output = T>>(
+    probe: Probe<V, K>,
+    hit: impl FnOnce(V) -> T,
+    miss: impl FnOnce(Resolved<K>) -> F,
+) -> Call<T, F> {
+    match probe.0 {
+        Ok(value) => Call::Hit(ready(hit(value))),
+        Err(key) => Call::Miss(Box::pin(miss(key))),
     }
 }
 
@@ -85,8 +99,8 @@ struct WriteBack {
 }
 
 /// Where one key lives: its epoch stripe and, when L2 is installed, its L2 entry id.
-struct Slot<'k> {
-    key: &'k KeyBytes,
+struct Slot<'k, K> {
+    key: &'k Owned<K>,
     stripe: usize,
     id: Option<EntryId>,
 }
@@ -98,22 +112,26 @@ enum Lookup<V> {
     Miss(Option<WriteBack>),
 }
 
-/// The cache of one `#[tiered_cached]` function. The generated code reaches it through its
-/// `Site` and calls one of the methods below.
-pub struct FnCache<V: 'static> {
+/// The outcome of a call's L1 lookup ([`FnCache::lookup`]): the value, or the key resolved for
+/// the miss path. It borrows nothing, so the call's arguments can then move into the body.
+pub struct Probe<V, K>(Result<V, Resolved<K>>);
+
+/// The cache of one `#[tiered_cached]` function, its L1 keyed by `K` (see `call_key`). The
+/// generated code reaches it through its `Site` and calls one of the methods below.
+pub struct FnCache<V: 'static, K: 'static> {
     name: &'static str,
     version: u32,
     mode: BackendFailureMode,
     l2_ttl: Option<Duration>,
     write: WriteMode,
     codec: Option<Codec<V>>,
-    l1: L1<V>,
+    l1: L1<V, K>,
     flights: Flights<V>,
     epochs: Epochs,
     stats: FnStats,
 }
 
-impl<V> std::fmt::Debug for FnCache<V> {
+impl<V, K> std::fmt::Debug for FnCache<V, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FnCache")
             .field("name", &self.name)
@@ -124,7 +142,11 @@ impl<V> std::fmt::Debug for FnCache<V> {
 /// `NotConfigured` is logged once per process: it is a set-up choice, not an incident.
 static WARNED_NOT_CONFIGURED: AtomicBool = AtomicBool::new(false);
 
-impl<V: Clone + Send + Sync + 'static> FnCache<V> {
+impl<V, K> FnCache<V, K>
+where
+    V: Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
     pub(crate) fn new(name: &'static str, spec: &Spec<V>) -> Self {
         FnCache {
             name,
@@ -140,19 +162,40 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         }
     }
 
-    /// The cached call of a function returning a plain value. It looks up L1 when called (the
-    /// generated code awaits it at once): a hit returns a ready future (see [`Call`]).
-    pub fn call(&'static self, key: Key, body: impl Future<Output = V>) -> impl Future<Output = V> {
-        self.hit_or(key, |value| value, |key| self.plain(Path::Cached, key, body))
+    /// Looks the call's key up in L1 (a hit is counted), else resolves it for the miss path.
+    #[inline]
+    pub fn lookup<Q: CallKey<K>>(&self, key: Q) -> Probe<V, K> {
+        let hit = key
+            .lookup()
+            .and_then(|lookup| self.l1.get(&lookup, self.epochs.all(), self.max_age()));
+        match hit {
+            Some(value) => {
+                self.stats.l1_hit();
+                tracing::trace!(cache = self.name, "tiered: L1 hit");
+                Probe(Ok(value))
+            }
+            None => Probe(Err(self.resolve(key))),
+        }
+    }
+
+    /// The call's key as the miss path, `refresh_<fn>` and `invalidate_<fn>` take it.
+    pub fn resolve<Q: CallKey<K>>(&self, key: Q) -> Resolved<K> {
+        key.resolve()
+    }
+
+    /// The cached call of a function returning a plain value: a ready future on an L1 hit
+    /// (see [`Call`]), else the miss path.
+    pub fn call(&'static self, probe: Probe<V, K>, body: impl Future<Output = V>) -> impl Future<Output = V> {
+        hit_or(probe, |value| value, |key| self.plain(Path::Cached, key, body))
     }
 
     /// The cached call of a function returning `Result` whose mode absorbs backend errors.
     pub fn call_result<E>(
         &'static self,
-        key: Key,
+        probe: Probe<V, K>,
         body: impl Future<Output = Result<V, E>>,
     ) -> impl Future<Output = Result<V, E>> {
-        self.hit_or(key, Ok, |key| async move {
+        hit_or(probe, Ok, |key| async move {
             self.run::<E, Infallible>(Path::Cached, key, body)
                 .await
                 .map_err(Failure::into_body_error)
@@ -162,39 +205,25 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
     /// The cached call of a function under `on_failure = "error"`.
     pub fn call_result_propagating<E: From<BackendError>>(
         &'static self,
-        key: Key,
+        probe: Probe<V, K>,
         body: impl Future<Output = Result<V, E>>,
     ) -> impl Future<Output = Result<V, E>> {
-        self.hit_or(key, Ok, |key| async move {
+        hit_or(probe, Ok, |key| async move {
             self.run::<E, BackendError>(Path::Cached, key, body)
                 .await
                 .map_err(Failure::into_error)
         })
     }
 
-    /// A ready future of `hit(value)` on an L1 hit, else the `miss` path, boxed.
-    #[inline]
-    fn hit_or<T, F: Future<Output = T>>(
-        &'static self,
-        key: Key,
-        hit: impl FnOnce(V) -> T,
-        miss: impl FnOnce(Key) -> F,
-    ) -> Call<T, F> {
-        match self.l1_hit(&key) {
-            Some(value) => Call::Hit(ready(hit(value))),
-            None => Call::Miss(Box::pin(miss(key))),
-        }
-    }
-
     /// `refresh_<fn>` of a function returning a plain value.
-    pub async fn refresh(&'static self, key: Key, body: impl Future<Output = V>) -> V {
+    pub async fn refresh(&'static self, key: Resolved<K>, body: impl Future<Output = V>) -> V {
         self.plain(Path::Refresh, key, body).await
     }
 
     /// `refresh_<fn>` of a function returning `Result` whose mode absorbs backend errors.
     pub async fn refresh_result<E>(
         &'static self,
-        key: Key,
+        key: Resolved<K>,
         body: impl Future<Output = Result<V, E>>,
     ) -> Result<V, E> {
         self.run::<E, Infallible>(Path::Refresh, key, body)
@@ -205,7 +234,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
     /// `refresh_<fn>` under `on_failure = "error"`.
     pub async fn refresh_result_propagating<E: From<BackendError>>(
         &'static self,
-        key: Key,
+        key: Resolved<K>,
         body: impl Future<Output = Result<V, E>>,
     ) -> Result<V, E> {
         self.run::<E, BackendError>(Path::Refresh, key, body)
@@ -213,7 +242,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
             .map_err(Failure::into_error)
     }
 
-    async fn plain(&'static self, path: Path, key: Key, body: impl Future<Output = V>) -> V {
+    async fn plain(&'static self, path: Path, key: Resolved<K>, body: impl Future<Output = V>) -> V {
         let result = self
             .run::<Infallible, Infallible>(path, key, async { Ok(body.await) })
             .await;
@@ -226,7 +255,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
     async fn run<E, B: Escalation>(
         &'static self,
         path: Path,
-        key: Key,
+        key: Resolved<K>,
         body: impl Future<Output = Result<V, E>>,
     ) -> Result<V, Failure<E, B>> {
         let key = match key.0 {
@@ -234,25 +263,26 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
             Err(message) => return self.uncached(message, body).await,
         };
         match path {
-            Path::Cached => self.get(key, body).await,
-            Path::Refresh => self.recompute(key, body).await,
+            Path::Cached => self.get(&key, body).await,
+            Path::Refresh => self.recompute(&key, body).await,
         }
     }
 
     /// `invalidate_<fn>`: L2 first (tombstone), then this process's L1, so no caller can
     /// refill L1 from the old row after this returns.
-    pub async fn invalidate(&'static self, key: Key) -> Result<(), BackendError> {
+    pub async fn invalidate(&'static self, key: Resolved<K>) -> Result<(), BackendError> {
         let key = key.0.map_err(|message| BackendError::Key {
             function: self.name.to_owned(),
             message,
         })?;
-        let stripe = stripe_of(&key);
+        let stripe = stripe_of(&key.bytes);
         let l2 = match self.codec {
             None => Ok(()),
             Some(_) => match installed() {
                 None => Err(BackendError::NotConfigured),
                 Some(installed) => {
-                    let entry = self.entry(installed.backend.entry_id(self.name, self.version, &key), stripe);
+                    let id = installed.backend.entry_id(self.name, self.version, &key.bytes);
+                    let entry = self.entry(id, stripe);
                     policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
                         installed.backend.invalidate(&entry)
                     })
@@ -261,8 +291,8 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
             },
         };
         self.epochs.invalidate(stripe, || {
-            self.l1.remove(&key);
-            self.flights.forget(&key);
+            self.l1.remove(&key.stored);
+            self.flights.forget(&key.bytes);
         });
         self.stats.invalidation();
         self.absorb_by_mode("invalidate", l2)
@@ -295,23 +325,13 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         self.l1.clear();
     }
 
-    /// The value for `key` if L1 has it live, counted as a hit.
-    #[inline]
-    fn l1_hit(&self, key: &Key) -> Option<V> {
-        let key = key.0.as_ref().ok()?;
-        let value = self.l1.get(key, self.epochs.all(), self.max_age())?;
-        self.stats.l1_hit();
-        tracing::trace!(cache = self.name, "tiered: L1 hit");
-        Some(value)
-    }
-
-    /// The call path after an L1 miss ([`FnCache::l1_hit`]).
+    /// The call path after an L1 miss ([`FnCache::lookup`]).
     async fn get<E, B: Escalation>(
         &'static self,
-        key: KeyBytes,
+        key: &Owned<K>,
         body: impl Future<Output = Result<V, E>>,
     ) -> Result<V, Failure<E, B>> {
-        let (result, role) = self.flights.run(&key, || self.compute(&key, body)).await;
+        let (result, role) = self.flights.run(&key.bytes, || self.compute(key, body)).await;
         if role == Role::Coalesced {
             self.stats.coalesced();
         }
@@ -321,11 +341,11 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
     /// The leader's work on an L1 miss: L2, else the body, then the write-back.
     async fn compute<E, B: Escalation>(
         &'static self,
-        key: &KeyBytes,
+        key: &Owned<K>,
         body: impl Future<Output = Result<V, E>>,
     ) -> Result<V, Failure<E, B>> {
         // A flight that ended between our L1 miss and joining may have filled L1.
-        if let Some(value) = self.l1.get(key, self.epochs.all(), self.max_age()) {
+        if let Some(value) = self.l1.get(&key.stored, self.epochs.all(), self.max_age()) {
             self.stats.l1_hit();
             return Ok(value);
         }
@@ -333,7 +353,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         let slot = self.slot(key, installed.as_deref());
         // Taken before reading L2: an invalidation after this point refuses our L1 store.
         let snapshot = self.epochs.snapshot(slot.stripe);
-        let write_back = match self.lookup(&slot, installed).await.map_err(Failure::Backend)? {
+        let write_back = match self.read_l2(&slot, installed).await.map_err(Failure::Backend)? {
             Lookup::Hit(value, remaining) => {
                 self.stats.l2_hit();
                 tracing::debug!(cache = self.name, "tiered: L2 hit");
@@ -351,11 +371,11 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         Ok(value)
     }
 
-    fn slot<'k>(&self, key: &'k KeyBytes, installed: Option<&Installed>) -> Slot<'k> {
+    fn slot<'k>(&self, key: &'k Owned<K>, installed: Option<&Installed>) -> Slot<'k, K> {
         Slot {
             key,
-            stripe: stripe_of(key),
-            id: installed.map(|installed| installed.backend.entry_id(self.name, self.version, key)),
+            stripe: stripe_of(&key.bytes),
+            id: installed.map(|installed| installed.backend.entry_id(self.name, self.version, &key.bytes)),
         }
     }
 
@@ -375,9 +395,9 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         self.codec.and_then(|_| staleness_cap())
     }
 
-    async fn lookup<B: Escalation>(
+    async fn read_l2<B: Escalation>(
         &self,
-        slot: &Slot<'_>,
+        slot: &Slot<'_, K>,
         installed: Option<Arc<Installed>>,
     ) -> Result<Lookup<V>, B> {
         let Some(codec) = self.codec else {
@@ -416,7 +436,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
 
     async fn write_back<B: Escalation>(
         &'static self,
-        slot: &Slot<'_>,
+        slot: &Slot<'_, K>,
         value: &V,
         snapshot: Snapshot,
         write_back: Option<WriteBack>,
@@ -453,7 +473,7 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
             }
             WriteMode::Behind => {
                 self.store_l1(slot, value, snapshot, None);
-                let key = slot.key.clone();
+                let key = slot.key.stored.clone();
                 let tasks = installed.tasks.clone();
                 tasks.spawn(async move {
                     let written = policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
@@ -482,13 +502,13 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
     /// makes every computation that started earlier unable to store over it.
     async fn recompute<E, B: Escalation>(
         &'static self,
-        key: KeyBytes,
+        key: &Owned<K>,
         body: impl Future<Output = Result<V, E>>,
     ) -> Result<V, Failure<E, B>> {
         self.stats.miss();
         let value = body.await.map_err(Failure::Body)?;
         let installed = self.codec.and_then(|_| installed());
-        let slot = self.slot(&key, installed.as_deref());
+        let slot = self.slot(key, installed.as_deref());
         if let Some(codec) = self.codec {
             let stored = match (installed, slot.id, codec.encode(&value)) {
                 (None, _, _) | (_, None, _) => Err(BackendError::NotConfigured),
@@ -506,7 +526,8 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
             };
             self.absorb("refresh", stored).map_err(Failure::Backend)?;
         }
-        self.epochs.invalidate(slot.stripe, || self.flights.forget(&key));
+        self.epochs
+            .invalidate(slot.stripe, || self.flights.forget(&key.bytes));
         let snapshot = self.epochs.snapshot(slot.stripe);
         self.store_l1(&slot, &value, snapshot, None);
         Ok(value)
@@ -527,10 +548,10 @@ impl<V: Clone + Send + Sync + 'static> FnCache<V> {
         body.await.map_err(Failure::Body)
     }
 
-    fn store_l1(&self, slot: &Slot<'_>, value: &V, snapshot: Snapshot, remaining: Option<Duration>) {
+    fn store_l1(&self, slot: &Slot<'_, K>, value: &V, snapshot: Snapshot, remaining: Option<Duration>) {
         let stored = self.epochs.store_if_current(slot.stripe, snapshot, || {
             self.l1.insert(
-                slot.key.clone(),
+                slot.key.stored.clone(),
                 slot.id.as_ref(),
                 value.clone(),
                 snapshot.all,
@@ -602,7 +623,11 @@ impl<E: From<BackendError>> Failure<E, BackendError> {
     }
 }
 
-impl<V: Clone + Send + Sync + 'static> RegisteredCache for FnCache<V> {
+impl<V, K> RegisteredCache for FnCache<V, K>
+where
+    V: Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
     fn name(&self) -> &str {
         self.name
     }

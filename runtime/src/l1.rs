@@ -9,108 +9,14 @@
 //! carries its deadline and a read past it is a miss.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use quick_cache::sync::Cache;
 use quick_cache::Equivalent;
 
-use crate::key::KeyBytes;
 use crate::l2::EntryId;
-
-/// Keys up to this long are held in three words.
-const SHORT: usize = 24;
-
-/// A key of at most [`SHORT`] bytes, zero-padded into words: hashing and comparing it on a hit
-/// are a few word operations, where a byte slice costs a loop and a `memcmp` call.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Short {
-    len: u8,
-    words: [u64; 3],
-}
-
-impl Short {
-    fn new(bytes: &[u8]) -> Option<Short> {
-        if bytes.len() > SHORT {
-            return None;
-        }
-        // Byte by byte into registers: the key was just written a byte at a time, and wider
-        // loads of it would stall on store forwarding.
-        let mut words = [0u64; 3];
-        for (i, &byte) in bytes.iter().enumerate() {
-            words[i / 8] |= u64::from(byte) << (8 * (i % 8));
-        }
-        Some(Short {
-            len: bytes.len() as u8,
-            words,
-        })
-    }
-
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        for word in self.words {
-            state.write_u64(word);
-        }
-        state.write_u8(self.len);
-    }
-}
-
-/// A key as L1 stores it: short ones in words, longer ones on the heap.
-#[derive(Clone, PartialEq, Eq)]
-enum StoredKey {
-    Short(Short),
-    Long(Box<[u8]>),
-}
-
-/// A key being looked up, borrowed from the caller's encoding: it hashes and compares as the
-/// [`StoredKey`] it would be stored as, so a lookup allocates nothing.
-enum LookupKey<'a> {
-    Short(Short),
-    Long(&'a [u8]),
-}
-
-impl<'a> LookupKey<'a> {
-    #[inline]
-    fn new(key: &'a KeyBytes) -> Self {
-        Short::new(key).map_or(LookupKey::Long(key), LookupKey::Short)
-    }
-
-    fn to_stored(&self) -> StoredKey {
-        match *self {
-            LookupKey::Short(short) => StoredKey::Short(short),
-            LookupKey::Long(bytes) => StoredKey::Long(bytes.into()),
-        }
-    }
-}
-
-impl Hash for StoredKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        match self {
-            StoredKey::Short(short) => short.hash(state),
-            StoredKey::Long(bytes) => state.write(bytes),
-        }
-    }
-}
-
-impl Hash for LookupKey<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        match self {
-            LookupKey::Short(short) => short.hash(state),
-            LookupKey::Long(bytes) => state.write(bytes),
-        }
-    }
-}
-
-impl Equivalent<StoredKey> for LookupKey<'_> {
-    #[inline]
-    fn equivalent(&self, stored: &StoredKey) -> bool {
-        match (self, stored) {
-            (LookupKey::Short(short), StoredKey::Short(stored)) => short == stored,
-            (LookupKey::Long(bytes), StoredKey::Long(stored)) => *bytes == &**stored,
-            _ => false,
-        }
-    }
-}
 
 #[derive(Clone)]
 struct Entry<V> {
@@ -122,17 +28,17 @@ struct Entry<V> {
     stored_at: Instant,
 }
 
-/// One function's L1.
-pub(crate) struct L1<V> {
-    entries: Cache<StoredKey, Entry<V>>,
+/// One function's L1, keyed by `K` (see `call_key`).
+pub(crate) struct L1<V, K> {
+    entries: Cache<K, Entry<V>>,
     ttl: Option<Duration>,
     /// Every entry stored with an L2 id is in here (the converse need not hold: ids of
     /// evicted entries linger until the next prune).
-    ids: Mutex<HashMap<EntryId, StoredKey>>,
+    ids: Mutex<HashMap<EntryId, K>>,
     prune_at: usize,
 }
 
-impl<V: Clone + Send + Sync + 'static> L1<V> {
+impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'static> L1<V, K> {
     pub(crate) fn new(capacity: u64, ttl: Option<Duration>) -> Self {
         let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
         L1 {
@@ -146,8 +52,11 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
     /// The live value for `key` stored in `epoch`, cloned; with `max_age`, only if it was
     /// stored less than that long ago. A dead entry stays until it is overwritten or evicted.
     #[inline]
-    pub(crate) fn get(&self, key: &KeyBytes, epoch: u64, max_age: Option<Duration>) -> Option<V> {
-        let entry = self.entries.get(&LookupKey::new(key))?;
+    pub(crate) fn get<Q>(&self, key: &Q, epoch: u64, max_age: Option<Duration>) -> Option<V>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        let entry = self.entries.get(key)?;
         if entry.epoch != epoch {
             return None;
         }
@@ -166,7 +75,7 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
     /// whichever comes first; `id` makes it reachable by [`L1::remove_by_id`].
     pub(crate) fn insert(
         &self,
-        key: KeyBytes,
+        key: K,
         id: Option<&EntryId>,
         value: V,
         epoch: u64,
@@ -185,7 +94,6 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
             epoch,
             stored_at,
         };
-        let key = LookupKey::new(&key).to_stored();
         let Some(id) = id else {
             self.entries.insert(key, entry);
             return;
@@ -208,8 +116,8 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
         }
     }
 
-    pub(crate) fn remove(&self, key: &KeyBytes) {
-        self.entries.remove(&LookupKey::new(key));
+    pub(crate) fn remove(&self, key: &K) {
+        self.entries.remove(key);
     }
 
     /// Frees every entry. Correctness does not depend on it: entries of older epochs are
@@ -223,8 +131,8 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
 mod tests {
     use super::*;
 
-    fn k(n: u8) -> KeyBytes {
-        KeyBytes::from_slice(&[n])
+    fn k(n: u8) -> u8 {
+        n
     }
 
     #[test]
@@ -235,27 +143,6 @@ mod tests {
         assert_eq!(l1.get(&k(2), 0, None), None);
         l1.remove(&k(1));
         assert_eq!(l1.get(&k(1), 0, None), None);
-    }
-
-    #[test]
-    fn keys_of_every_length_are_found_and_told_apart() {
-        let l1 = L1::new(100, None);
-        // All zeros: only their lengths tell them apart, inline and on the heap.
-        let keys: Vec<KeyBytes> = (0..=2 * SHORT)
-            .map(|len| KeyBytes::from_vec(vec![0; len]))
-            .collect();
-        for (n, key) in keys.iter().enumerate() {
-            l1.insert(key.clone(), None, n, 0, None);
-        }
-        for (n, key) in keys.iter().enumerate() {
-            assert_eq!(l1.get(key, 0, None), Some(n));
-        }
-        l1.remove(&keys[SHORT]);
-        l1.remove(&keys[SHORT + 1]);
-        assert_eq!(l1.get(&keys[SHORT], 0, None), None);
-        assert_eq!(l1.get(&keys[SHORT + 1], 0, None), None);
-        assert_eq!(l1.get(&keys[SHORT - 1], 0, None), Some(SHORT - 1));
-        assert_eq!(l1.get(&keys[SHORT + 2], 0, None), Some(SHORT + 2));
     }
 
     #[test]

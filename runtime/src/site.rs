@@ -1,6 +1,7 @@
 //! What the attribute emits: one `static Site` per function, holding its settings and, once
 //! used, its cache.
 
+use std::hash::Hash;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -54,14 +55,19 @@ impl<V> std::fmt::Debug for Codec<V> {
     }
 }
 
-/// One function's settings and its cache, created on first use.
+/// One function's settings and its cache, created on first use; `K` is how its L1 is keyed
+/// (see `call_key`).
 #[derive(Debug)]
-pub struct Site<V: 'static> {
+pub struct Site<V: 'static, K: 'static> {
     spec: Spec<V>,
-    cache: OnceLock<FnCache<V>>,
+    cache: OnceLock<FnCache<V, K>>,
 }
 
-impl<V: Clone + Send + Sync + 'static> Site<V> {
+impl<V, K> Site<V, K>
+where
+    V: Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
     /// A site for a `static`.
     pub const fn new(spec: Spec<V>) -> Self {
         Site {
@@ -72,7 +78,7 @@ impl<V: Clone + Send + Sync + 'static> Site<V> {
 
     /// The cache of a free function, or of any function with a fixed name.
     #[inline]
-    pub fn get(&'static self) -> &'static FnCache<V> {
+    pub fn get(&'static self) -> &'static FnCache<V, K> {
         match self.cache.get() {
             Some(cache) => cache,
             None => self.create(|| None),
@@ -82,7 +88,7 @@ impl<V: Clone + Send + Sync + 'static> Site<V> {
     /// The cache of a method of `Owner`: without `name`, it is called `<Owner path>::<method>`,
     /// so equally named methods of different types never share a cache.
     #[inline]
-    pub fn get_for<Owner: ?Sized>(&'static self) -> &'static FnCache<V> {
+    pub fn get_for<Owner: ?Sized>(&'static self) -> &'static FnCache<V, K> {
         match self.cache.get() {
             Some(cache) => cache,
             None => self.create(|| Some(std::any::type_name::<Owner>())),
@@ -90,7 +96,7 @@ impl<V: Clone + Send + Sync + 'static> Site<V> {
     }
 
     #[cold]
-    fn create(&'static self, owner: impl FnOnce() -> Option<&'static str>) -> &'static FnCache<V> {
+    fn create(&'static self, owner: impl FnOnce() -> Option<&'static str>) -> &'static FnCache<V, K> {
         let mut created = false;
         let cache = self.cache.get_or_init(|| {
             created = true;

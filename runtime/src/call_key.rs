@@ -1,0 +1,314 @@
+//! How a call's arguments find its L1 entry: common argument types as a typed tuple, any
+//! other key by its encoded bytes; past L1, every key also has its bytes for L2.
+//!
+//! An L1 hit is the product's hot path, and encoding a key, then hashing and comparing the
+//! bytes, costs more than the store's lookup itself (BENCHMARKS.md). So when every key argument
+//! is an integer, `bool`, `char` or a string, the attribute keys L1 by the tuple of them
+//! ([`Parts`]), hashed and compared as they are. Any other key ([`Key`]) is encoded first, as
+//! before. Either way the bytes are those of [`key`](crate::key::key), so L2 rows, entry ids
+//! and epoch stripes do not depend on which form L1 uses.
+
+use std::hash::{Hash, Hasher};
+
+use quick_cache::Equivalent;
+use serde::Serialize;
+
+use crate::key::{Key, KeyBytes};
+
+/// A call's key as the generated code passes it: looked up in L1 as it is, and resolved to
+/// its stored form and bytes only past L1.
+pub trait CallKey<K> {
+    /// The key as L1 hashes and compares it.
+    type Lookup<'a>: Hash + Equivalent<K>
+    where
+        Self: 'a;
+
+    /// `None` when the key cannot be encoded: the call is not cached.
+    fn lookup(&self) -> Option<Self::Lookup<'_>>;
+
+    /// The key as L1 stores it, with its bytes.
+    fn resolve(self) -> Resolved<K>;
+}
+
+/// A call's key past L1: as L1 stores it, and encoded (for L2, epochs and single-flight); or
+/// why it could not be encoded.
+pub struct Resolved<K>(pub(crate) Result<Box<Owned<K>>, String>);
+
+impl<K> std::fmt::Debug for Resolved<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Resolved").finish_non_exhaustive()
+    }
+}
+
+/// A resolved key that could be encoded.
+pub(crate) struct Owned<K> {
+    pub(crate) stored: K,
+    pub(crate) bytes: KeyBytes,
+}
+
+impl<K> Resolved<K> {
+    fn encoded<S: Serialize + ?Sized>(stored: K, form: &S) -> Self {
+        Resolved(
+            crate::key::key(form)
+                .0
+                .map(|bytes| Box::new(Owned { stored, bytes })),
+        )
+    }
+}
+
+/// An argument type L1 can key by as it is. Its [`Hash`] equals its owned form's (as `Borrow`
+/// requires), so a lookup by the borrowed form finds the entry stored by the owned one.
+pub trait KeyPart: Hash + Serialize + Copy {
+    /// The part as L1 stores it.
+    type Owned: Hash + Eq + Clone + Send + Sync + 'static;
+
+    /// Whether `owned` is this part.
+    fn matches(&self, owned: &Self::Owned) -> bool;
+
+    /// The part as L1 stores it.
+    fn to_owned_part(&self) -> Self::Owned;
+}
+
+macro_rules! scalar_parts {
+    ($($scalar:ty),*) => {$(
+        impl KeyPart for $scalar {
+            type Owned = $scalar;
+
+            #[inline]
+            fn matches(&self, owned: &$scalar) -> bool {
+                self == owned
+            }
+
+            fn to_owned_part(&self) -> $scalar {
+                *self
+            }
+        }
+    )*};
+}
+
+scalar_parts!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, bool, char);
+
+impl KeyPart for &str {
+    type Owned = String;
+
+    #[inline]
+    fn matches(&self, owned: &String) -> bool {
+        *self == owned.as_str()
+    }
+
+    fn to_owned_part(&self) -> String {
+        (*self).to_owned()
+    }
+}
+
+/// The key arguments of a call, all [`KeyPart`]s, as a tuple: L1 stores the tuple of their
+/// owned forms. It hashes as that tuple does (each element in turn).
+#[derive(Clone, Copy, Hash)]
+pub struct Parts<T>(pub T);
+
+macro_rules! tuple_parts {
+    ($(($($part:ident $index:tt),*))*) => {$(
+        impl<$($part: KeyPart),*> Equivalent<($($part::Owned,)*)> for Parts<($($part,)*)> {
+            #[inline]
+            fn equivalent(&self, _stored: &($($part::Owned,)*)) -> bool {
+                true $(&& self.0.$index.matches(&_stored.$index))*
+            }
+        }
+
+        impl<$($part: KeyPart),*> CallKey<($($part::Owned,)*)> for Parts<($($part,)*)> {
+            type Lookup<'a> = Self where Self: 'a;
+
+            #[inline]
+            fn lookup(&self) -> Option<Self> {
+                Some(*self)
+            }
+
+            fn resolve(self) -> Resolved<($($part::Owned,)*)> {
+                Resolved::encoded(($(self.0.$index.to_owned_part(),)*), &self.0)
+            }
+        }
+    )*};
+}
+
+tuple_parts! {
+    ()
+    (A 0)
+    (A 0, B 1)
+    (A 0, B 1, C 2)
+    (A 0, B 1, C 2, D 3)
+    (A 0, B 1, C 2, D 3, E 4)
+    (A 0, B 1, C 2, D 3, E 4, F 5)
+    (A 0, B 1, C 2, D 3, E 4, F 5, G 6)
+    (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7)
+}
+
+/// Keys up to this long are held in three words.
+const SHORT: usize = 24;
+
+/// An encoded key of at most [`SHORT`] bytes, zero-padded into words: hashing and comparing
+/// it are a few word operations, where a byte slice costs a loop and a `memcmp` call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Short {
+    len: u8,
+    words: [u64; 3],
+}
+
+impl Short {
+    fn new(bytes: &[u8]) -> Option<Short> {
+        if bytes.len() > SHORT {
+            return None;
+        }
+        // Byte by byte into registers: the key was just written a byte at a time, and wider
+        // loads of it would stall on store forwarding.
+        let mut words = [0u64; 3];
+        for (i, &byte) in bytes.iter().enumerate() {
+            words[i / 8] |= u64::from(byte) << (8 * (i % 8));
+        }
+        Some(Short {
+            len: bytes.len() as u8,
+            words,
+        })
+    }
+
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for word in self.words {
+            state.write_u64(word);
+        }
+        state.write_u8(self.len);
+    }
+}
+
+/// An encoded key as L1 stores it: short ones in words, longer ones on the heap.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ByteKey(Stored);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Stored {
+    Short(Short),
+    Long(Box<[u8]>),
+}
+
+/// An encoded key being looked up, borrowed from the call's encoding: it hashes and compares
+/// as the [`ByteKey`] it would be stored as, so a lookup allocates nothing.
+pub struct ByteLookup<'a>(Borrowed<'a>);
+
+enum Borrowed<'a> {
+    Short(Short),
+    Long(&'a [u8]),
+}
+
+impl<'a> ByteLookup<'a> {
+    #[inline]
+    fn new(key: &'a KeyBytes) -> Self {
+        ByteLookup(Short::new(key).map_or(Borrowed::Long(key), Borrowed::Short))
+    }
+
+    fn to_stored(&self) -> ByteKey {
+        ByteKey(match self.0 {
+            Borrowed::Short(short) => Stored::Short(short),
+            Borrowed::Long(bytes) => Stored::Long(bytes.into()),
+        })
+    }
+}
+
+impl Hash for ByteKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match &self.0 {
+            Stored::Short(short) => short.hash(state),
+            Stored::Long(bytes) => state.write(bytes),
+        }
+    }
+}
+
+impl Hash for ByteLookup<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self.0 {
+            Borrowed::Short(short) => short.hash(state),
+            Borrowed::Long(bytes) => state.write(bytes),
+        }
+    }
+}
+
+impl Equivalent<ByteKey> for ByteLookup<'_> {
+    #[inline]
+    fn equivalent(&self, stored: &ByteKey) -> bool {
+        match (&self.0, &stored.0) {
+            (Borrowed::Short(short), Stored::Short(stored)) => short == stored,
+            (Borrowed::Long(bytes), Stored::Long(stored)) => *bytes == &**stored,
+            _ => false,
+        }
+    }
+}
+
+impl CallKey<ByteKey> for Key {
+    type Lookup<'a> = ByteLookup<'a>;
+
+    #[inline]
+    fn lookup(&self) -> Option<ByteLookup<'_>> {
+        self.0.as_ref().ok().map(ByteLookup::new)
+    }
+
+    fn resolve(self) -> Resolved<ByteKey> {
+        Resolved(self.0.map(|bytes| {
+            let stored = ByteLookup::new(&bytes).to_stored();
+            Box::new(Owned { stored, bytes })
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+    use crate::key::key;
+
+    fn owned<K>(resolved: Resolved<K>) -> Owned<K> {
+        *resolved.0.unwrap_or_else(|message| panic!("{message}"))
+    }
+
+    #[test]
+    fn parts_hash_and_compare_as_the_tuple_they_are_stored_as() {
+        let state = std::hash::RandomState::new();
+        let parts = Parts((7u64, "acme", -1i8, 'x', true));
+        let stored = owned(parts.resolve()).stored;
+        assert_eq!(stored, (7u64, "acme".to_owned(), -1i8, 'x', true));
+        assert_eq!(state.hash_one(parts), state.hash_one(&stored));
+        assert!(parts.equivalent(&stored));
+        assert!(!Parts((7u64, "acme!", -1i8, 'x', true)).equivalent(&stored));
+        assert!(Parts(()).equivalent(&()));
+    }
+
+    #[test]
+    fn both_forms_encode_their_key_as_the_arguments_encode() {
+        let name = String::from("acme");
+        let typed = owned(Parts((7u64, name.as_str())).resolve());
+        assert_eq!(typed.bytes, key(&(&7u64, &name)).0.unwrap());
+        let encoded = owned(key(&(&7u64, &name)).resolve());
+        assert_eq!(encoded.bytes, typed.bytes);
+    }
+
+    #[test]
+    fn encoded_keys_of_every_length_hash_and_compare_as_stored() {
+        // All zeros: only their lengths tell them apart, inline and on the heap.
+        let state = std::hash::RandomState::new();
+        let keys: Vec<Key> = (0..=2 * SHORT)
+            .map(|len| Key(Ok(KeyBytes::from_vec(vec![0; len]))))
+            .collect();
+        for (n, key) in keys.iter().enumerate() {
+            let lookup = key.lookup().unwrap();
+            let stored = lookup.to_stored();
+            assert_eq!(state.hash_one(&lookup), state.hash_one(&stored));
+            for (m, other) in keys.iter().enumerate() {
+                assert_eq!(other.lookup().unwrap().equivalent(&stored), n == m, "{n} vs {m}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_encoded_has_no_lookup() {
+        let key = Key(Err("no".to_owned()));
+        assert!(key.lookup().is_none());
+        assert_eq!(key.resolve().0.err().as_deref(), Some("no"));
+    }
+}
