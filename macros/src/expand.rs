@@ -128,8 +128,19 @@ pub(crate) fn expand(cached: &Cached) -> TokenStream {
         (true, _) => ("call_result", "refresh_result"),
     };
     let (call, refresh) = (Ident::new(call, at_call), Ident::new(refresh, at_call));
-    // The key is looked up (or resolved) before the arguments move into the body.
-    let called = quote_spanned!(at_call=> #cache.#call(#cache.lookup(#key), #body_call).await);
+    // An L1 hit is returned in place (see `FnCache::hit`); the key is resolved before the
+    // arguments move into the body.
+    let hit = match output.is_result {
+        true => quote!(::core::result::Result::Ok(__tiered_value)),
+        false => quote!(__tiered_value),
+    };
+    let called = quote_spanned! {at_call=>
+        let __tiered_key = #key;
+        match #cache.hit(&__tiered_key) {
+            ::core::option::Option::Some(__tiered_value) => #hit,
+            ::core::option::Option::None => #cache.#call(#cache.resolve(__tiered_key), #body_call).await,
+        }
+    };
     let refreshed = quote_spanned!(at_call=> #cache.#refresh(#cache.resolve(#key), #body_call).await);
     let invalidated = quote_spanned!(at_call=> #cache.invalidate(#cache.resolve(#key)).await);
     let invalidated_all = quote_spanned!(at_call=> #cache.invalidate_all().await);
@@ -471,9 +482,13 @@ mod tests {
                 }
             ),
         );
-        assert!(
-            out.contains("async fn user (& self , id : u64) -> u8 { Self :: __tiered_cache_user () . call (")
-        );
+        assert!(out.contains(
+            "async fn user (& self , id : u64) -> u8 { let __tiered_key = :: tiered :: __private :: Parts ((id ,)) ; \
+             match Self :: __tiered_cache_user () . hit (& __tiered_key)"
+        ));
+        assert!(out.contains(
+            "None => Self :: __tiered_cache_user () . call (Self :: __tiered_cache_user () . resolve (__tiered_key) ,"
+        ));
         assert!(out.contains("Self :: __tiered_body_user (self , id)"));
         assert!(out.contains("async fn __tiered_body_user (& self , mut id : u64) -> u8 { 1 }"));
         assert!(out.contains("CacheName :: Method (\"user\")"));
@@ -518,6 +533,48 @@ mod tests {
         assert!(out.contains("l2_ttl : :: core :: option :: Option :: Some (:: tiered :: __private :: Duration :: from_millis (600000))"));
         assert!(out.contains("__TIERED_SITE . get ()"));
         assert!(out.contains("pub async fn invalidate_all_f () ->"));
+    }
+
+    #[test]
+    fn integer_bool_char_and_string_arguments_key_l1_as_a_tuple_and_any_other_by_bytes() {
+        let out = expansion(
+            quote!(),
+            quote!(
+                async fn f(id: u64, name: &str, tag: String, flag: &bool, c: char) -> u8 {
+                    1
+                }
+            ),
+        );
+        assert!(out.contains(
+            "Parts ((id , :: core :: convert :: AsRef :: < str > :: as_ref (& name) , \
+             :: core :: convert :: AsRef :: < str > :: as_ref (& tag) , * flag , c ,))"
+        ));
+        assert!(out.contains(
+            "Site < u8 , (u64 , :: std :: string :: String , :: std :: string :: String , bool , char ,) >"
+        ));
+
+        for args in [
+            quote!(x: f64),
+            quote!(id: Option<u64>),
+            quote!(id: UserId),
+            quote!(a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8, h: u8, i: u8),
+        ] {
+            let out = expansion(quote!(), quote!(async fn f(#args) -> u8 { 1 }));
+            assert!(
+                out.contains("Site < u8 , :: tiered :: __private :: ByteKey >"),
+                "{args}"
+            );
+        }
+        let out = expansion(
+            quote!(key = "id"),
+            quote!(
+                async fn f(id: u64) -> u8 {
+                    1
+                }
+            ),
+        );
+        assert!(out.contains(":: tiered :: __private :: key (& (id))"));
+        assert!(out.contains("ByteKey"));
     }
 
     #[test]

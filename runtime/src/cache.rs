@@ -2,12 +2,11 @@
 //! invalidation, each under the function's failure policy.
 
 use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
+use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::call_key::{CallKey, Owned, Resolved};
@@ -23,37 +22,9 @@ use crate::single_flight::{Flights, Role};
 use crate::site::{Spec, WriteMode};
 use crate::stats::{FnStats, FunctionStats};
 
-/// The future of a cached call: ready at once on an L1 hit, else the miss path, boxed. A hit
-/// thus builds none of the miss path's futures (kilobytes of L2 I/O and single-flight state),
-/// and the caller's future holds only this, not the key.
-enum Call<T, F> {
-    Hit(Ready<T>),
-    Miss(Pin<Box<F>>),
-}
-
-impl<T, F: Future<Output = T>> Future for Call<T, F> {
-    type Output = T;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        match self.get_mut() {
-            Call::Hit(hit) => Pin::new(hit).poll(cx),
-            Call::Miss(miss) => miss.as_mut().poll(cx),
-        }
-    }
-}
-
-/// A ready future of `hit(value)` on an L1 hit, else the `miss` path, boxed.
-#[inline]
-fn hit_or<V, K, T, F: Future<Output = T>>(
-    probe: Probe<V, K>,
-    hit: impl FnOnce(V) -> T,
-    miss: impl FnOnce(Resolved<K>) -> F,
-) -> Call<T, F> {
-    match probe.0 {
-        Ok(value) => Call::Hit(ready(hit(value))),
-        Err(key) => Call::Miss(Box::pin(miss(key))),
-    }
-}
+/// The miss path of a call, boxed: the caller's future holds a pointer, not the miss path's
+/// state (kilobytes of L2 I/O and single-flight state) that a hit never needs.
+type Miss<F> = Pin<Box<F>>;
 
 /// Why a cached call did not produce a value.
 enum Failure<E, B> {
@@ -112,10 +83,6 @@ enum Lookup<V> {
     Miss(Option<WriteBack>),
 }
 
-/// The outcome of a call's L1 lookup ([`FnCache::lookup`]): the value, or the key resolved for
-/// the miss path. It borrows nothing, so the call's arguments can then move into the body.
-pub struct Probe<V, K>(Result<V, Resolved<K>>);
-
 /// The cache of one `#[tiered_cached]` function, its L1 keyed by `K` (see `call_key`). The
 /// generated code reaches it through its `Site` and calls one of the methods below.
 pub struct FnCache<V: 'static, K: 'static> {
@@ -162,53 +129,52 @@ where
         }
     }
 
-    /// Looks the call's key up in L1 (a hit is counted), else resolves it for the miss path.
+    /// The value for the call's key if L1 has it live, counted as a hit. The generated fn
+    /// returns it as it is: wrapping it in a ready future to await costs a hit a fifth more
+    /// (the value, just cloned, is copied through each layer; BENCHMARKS.md).
     #[inline]
-    pub fn lookup<Q: CallKey<K>>(&self, key: Q) -> Probe<V, K> {
-        let hit = key
-            .lookup()
-            .and_then(|lookup| self.l1.get(&lookup, self.epochs.all(), self.max_age()));
-        match hit {
-            Some(value) => {
-                self.stats.l1_hit();
-                tracing::trace!(cache = self.name, "tiered: L1 hit");
-                Probe(Ok(value))
-            }
-            None => Probe(Err(self.resolve(key))),
-        }
+    pub fn hit<Q: CallKey<K>>(&self, key: &Q) -> Option<V> {
+        let lookup = key.lookup()?;
+        let value = self.l1.get(&lookup, self.epochs.all(), self.max_age())?;
+        // Counted, not traced: even a disabled `trace!` costs a tenth of a hit.
+        self.stats.l1_hit();
+        Some(value)
     }
 
-    /// The call's key as the miss path, `refresh_<fn>` and `invalidate_<fn>` take it.
+    /// The call's key past L1, as the miss paths, `refresh_<fn>` and `invalidate_<fn>` take it.
     pub fn resolve<Q: CallKey<K>>(&self, key: Q) -> Resolved<K> {
         key.resolve()
     }
 
-    /// The cached call of a function returning a plain value: a ready future on an L1 hit
-    /// (see [`Call`]), else the miss path.
-    pub fn call(&'static self, probe: Probe<V, K>, body: impl Future<Output = V>) -> impl Future<Output = V> {
-        hit_or(probe, |value| value, |key| self.plain(Path::Cached, key, body))
+    /// The miss path of a function returning a plain value: L2, else the body.
+    pub fn call(
+        &'static self,
+        key: Resolved<K>,
+        body: impl Future<Output = V>,
+    ) -> Miss<impl Future<Output = V>> {
+        Box::pin(self.plain(Path::Cached, key, body))
     }
 
-    /// The cached call of a function returning `Result` whose mode absorbs backend errors.
+    /// The miss path of a function returning `Result` whose mode absorbs backend errors.
     pub fn call_result<E>(
         &'static self,
-        probe: Probe<V, K>,
+        key: Resolved<K>,
         body: impl Future<Output = Result<V, E>>,
-    ) -> impl Future<Output = Result<V, E>> {
-        hit_or(probe, Ok, |key| async move {
+    ) -> Miss<impl Future<Output = Result<V, E>>> {
+        Box::pin(async move {
             self.run::<E, Infallible>(Path::Cached, key, body)
                 .await
                 .map_err(Failure::into_body_error)
         })
     }
 
-    /// The cached call of a function under `on_failure = "error"`.
+    /// The miss path of a function under `on_failure = "error"`.
     pub fn call_result_propagating<E: From<BackendError>>(
         &'static self,
-        probe: Probe<V, K>,
+        key: Resolved<K>,
         body: impl Future<Output = Result<V, E>>,
-    ) -> impl Future<Output = Result<V, E>> {
-        hit_or(probe, Ok, |key| async move {
+    ) -> Miss<impl Future<Output = Result<V, E>>> {
+        Box::pin(async move {
             self.run::<E, BackendError>(Path::Cached, key, body)
                 .await
                 .map_err(Failure::into_error)
@@ -325,7 +291,7 @@ where
         self.l1.clear();
     }
 
-    /// The call path after an L1 miss ([`FnCache::lookup`]).
+    /// The call path after an L1 miss ([`FnCache::hit`]).
     async fn get<E, B: Escalation>(
         &'static self,
         key: &Owned<K>,

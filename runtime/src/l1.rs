@@ -9,8 +9,8 @@
 //! carries its deadline and a read past it is a miss.
 
 use std::collections::HashMap;
-use std::hash::Hash;
-use std::sync::{Mutex, PoisonError};
+use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use quick_cache::sync::Cache;
@@ -18,19 +18,115 @@ use quick_cache::Equivalent;
 
 use crate::l2::EntryId;
 
+/// A key as L1 stores it, with what decides whether its entry is live. That is kept with the
+/// key, not the value, and checked while quick_cache compares keys ([`Lookup`]): a hit then
+/// clones the value alone and hands it on untouched, where moving it out of a wrapper costs
+/// a hit a fifth more (it was just written, and a shifted copy stalls on store forwarding).
 #[derive(Clone)]
-struct Entry<V> {
-    value: V,
-    /// The earlier of the L1 TTL and the L2 row's remaining lifetime, from `stored_at`.
-    expires_at: Option<Instant>,
+struct Stored<K> {
+    key: K,
     /// The function's invalidate-all epoch when stored; an entry of an older epoch is dead.
     epoch: u64,
-    stored_at: Instant,
+    /// In [`ticks`], as is `expires_at`: two words where two `Instant`s take five, so more
+    /// entries share the CPU's caches.
+    stored_at: u64,
+    /// The earlier of the L1 TTL and the L2 row's remaining lifetime; [`NEVER`]: no expiry.
+    expires_at: u64,
+}
+
+const NEVER: u64 = u64::MAX;
+
+/// Nanoseconds from this process's first use of L1 to `at` (585 years fit in a `u64`).
+fn ticks(at: Instant) -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    nanos(at.saturating_duration_since(start))
+}
+
+/// `duration` in ticks, saturating.
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(NEVER)
+}
+
+impl<K: Hash> Hash for Stored<K> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+/// Entries are one per key: storing a key replaces its entry, live or not.
+impl<K: PartialEq> PartialEq for Stored<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl<K: Eq> Eq for Stored<K> {}
+
+/// A search for the entry of `key`: with `live`, only a live one matches, so a dead entry is
+/// a miss (it stays until it is overwritten or evicted).
+struct Lookup<'q, Q: ?Sized> {
+    key: &'q Q,
+    live: Option<Liveness>,
+}
+
+/// What a live entry is: stored in `epoch` and, with `max_age`, less than that long ago.
+#[derive(Clone, Copy)]
+struct Liveness {
+    epoch: u64,
+    max_age: Option<Duration>,
+}
+
+impl<Q: Hash + ?Sized> Hash for Lookup<'_, Q> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+impl<K, Q: Equivalent<K> + ?Sized> Equivalent<Stored<K>> for Lookup<'_, Q> {
+    #[inline]
+    fn equivalent(&self, stored: &Stored<K>) -> bool {
+        self.key.equivalent(&stored.key) && self.live.is_none_or(|live| live.admits(stored))
+    }
+}
+
+impl Liveness {
+    #[inline]
+    fn admits<K>(self, stored: &Stored<K>) -> bool {
+        if stored.epoch != self.epoch {
+            return false;
+        }
+        if stored.expires_at == NEVER && self.max_age.is_none() {
+            return true;
+        }
+        let now = ticks(Instant::now());
+        let expired = now >= stored.expires_at
+            || self
+                .max_age
+                .is_some_and(|age| now.saturating_sub(stored.stored_at) > nanos(age));
+        !expired
+    }
+}
+
+/// Any entry of `key`, live or not.
+fn any<K: ?Sized>(key: &K) -> Lookup<'_, K> {
+    Lookup { key, live: None }
+}
+
+impl<K> Stored<K> {
+    fn new(key: K, epoch: u64, stored_at: u64, expires_at: u64) -> Self {
+        Stored {
+            key,
+            epoch,
+            stored_at,
+            expires_at,
+        }
+    }
 }
 
 /// One function's L1, keyed by `K` (see `call_key`).
 pub(crate) struct L1<V, K> {
-    entries: Cache<K, Entry<V>>,
+    entries: Cache<Stored<K>, V>,
     ttl: Option<Duration>,
     /// Every entry stored with an L2 id is in here (the converse need not hold: ids of
     /// evicted entries linger until the next prune).
@@ -56,19 +152,10 @@ impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'sta
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
-        let entry = self.entries.get(key)?;
-        if entry.epoch != epoch {
-            return None;
-        }
-        if entry.expires_at.is_some() || max_age.is_some() {
-            let now = Instant::now();
-            let expired = entry.expires_at.is_some_and(|at| now >= at)
-                || max_age.is_some_and(|age| now.saturating_duration_since(entry.stored_at) > age);
-            if expired {
-                return None;
-            }
-        }
-        Some(entry.value)
+        self.entries.get(&Lookup {
+            key,
+            live: Some(Liveness { epoch, max_age }),
+        })
     }
 
     /// Stores `value`, to expire after the L1 TTL or `remaining` (the L2 row's lifetime left),
@@ -81,30 +168,25 @@ impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'sta
         epoch: u64,
         remaining: Option<Duration>,
     ) {
-        let stored_at = Instant::now();
+        let stored_at = ticks(Instant::now());
         let lifetime = match (self.ttl, remaining) {
             (Some(ttl), Some(remaining)) => Some(ttl.min(remaining)),
             (ttl, remaining) => ttl.or(remaining),
         };
-        // A lifetime too long for an `Instant` is no expiry.
-        let expires_at = lifetime.and_then(|lifetime| stored_at.checked_add(lifetime));
-        let entry = Entry {
-            value,
-            expires_at,
-            epoch,
-            stored_at,
-        };
+        let expires_at = lifetime.map_or(NEVER, |lifetime| stored_at.saturating_add(nanos(lifetime)));
         let Some(id) = id else {
-            self.entries.insert(key, entry);
+            self.entries
+                .insert(Stored::new(key, epoch, stored_at, expires_at), value);
             return;
         };
         // Index and entry change together under the index lock, so a prune never sees one
         // without the other.
         let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
         ids.insert(*id, key.clone());
-        self.entries.insert(key, entry);
+        self.entries
+            .insert(Stored::new(key, epoch, stored_at, expires_at), value);
         if ids.len() > self.prune_at {
-            ids.retain(|_, key| self.entries.contains_key(key));
+            ids.retain(|_, key| self.entries.contains_key(&any(key)));
         }
     }
 
@@ -112,12 +194,12 @@ impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'sta
     pub(crate) fn remove_by_id(&self, id: &EntryId) {
         let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(key) = ids.remove(id) {
-            self.entries.remove(&key);
+            self.entries.remove(&any(&key));
         }
     }
 
     pub(crate) fn remove(&self, key: &K) {
-        self.entries.remove(key);
+        self.entries.remove(&any(key));
     }
 
     /// Frees every entry. Correctness does not depend on it: entries of older epochs are

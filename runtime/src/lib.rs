@@ -34,7 +34,7 @@ pub use stats::{stats, FunctionStats};
 /// What `#[tiered_cached]` expands to. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::cache::{FnCache, Probe};
+    pub use crate::cache::FnCache;
     pub use crate::call_key::{ByteKey, CallKey, KeyPart, Parts, Resolved};
     pub use crate::codec::{serde_codec, Codec};
     pub use crate::error::BackendError;
