@@ -116,11 +116,13 @@ macro_rules! tuple_parts {
         }
 
         impl<$($part: KeyPart),*> CallKey<($($part::Owned,)*)> for Parts<($($part,)*)> {
-            type Lookup<'a> = Self where Self: 'a;
+            // By reference: the parts were just written one by one, and copying them whole
+            // would stall on store forwarding.
+            type Lookup<'a> = &'a Self where Self: 'a;
 
             #[inline]
-            fn lookup(&self) -> Option<Self> {
-                Some(*self)
+            fn lookup(&self) -> Option<&Self> {
+                Some(self)
             }
 
             fn resolve(self) -> Resolved<($($part::Owned,)*)> {
@@ -128,6 +130,16 @@ macro_rules! tuple_parts {
             }
         }
     )*};
+}
+
+impl<K, T> Equivalent<K> for &Parts<T>
+where
+    Parts<T>: Equivalent<K>,
+{
+    #[inline]
+    fn equivalent(&self, stored: &K) -> bool {
+        (**self).equivalent(stored)
+    }
 }
 
 tuple_parts! {

@@ -46,6 +46,7 @@ impl Epochs {
     }
 
     /// The invalidate-all epoch; L1 entries of another epoch are dead.
+    #[inline]
     pub(crate) fn all(&self) -> u64 {
         self.all.load(SeqCst)
     }
