@@ -193,8 +193,9 @@ fn miss_path(runtime: &tokio::runtime::Runtime, pool: &Pool, rows: &RawRows) -> 
     )
 }
 
-/// Calls per second of [`TASKS`] tasks, each calling `call(i)` for consecutive `i` (from its
-/// own offset) for [`THROUGHPUT_RUN`].
+/// Calls per second of [`TASKS`] tasks for [`THROUGHPUT_RUN`], each calling `call(i)` for
+/// the keys `i` of its own share of [`HOT_KEYS`] in turn: no two tasks ask for one key, so no
+/// call waits for another's (single-flight) and each reads its row, as pgbench's clients do.
 async fn calls_per_second<F>(call: impl Fn(usize) -> F + Send + Sync + 'static) -> f64
 where
     F: Future + Send,
@@ -206,11 +207,13 @@ where
         .map(|task| {
             let (call, calls) = (call.clone(), calls.clone());
             tokio::spawn(async move {
-                let mut i = task * HOT_KEYS / TASKS;
+                let share = HOT_KEYS / TASKS;
+                let first = task * share;
+                let mut n = 0;
                 while start.elapsed() < THROUGHPUT_RUN {
-                    call(i).await;
+                    call(first + n % share).await;
                     calls.fetch_add(1, Relaxed);
-                    i += 1;
+                    n += 1;
                 }
             })
         })
@@ -240,6 +243,8 @@ async fn pool_throughput(pool: Pool, rows: Arc<RawRows>) -> serde_json::Value {
         "seconds": THROUGHPUT_RUN.as_secs(),
         "tiered_calls_per_second": tiered_calls,
         "tiered_l2_hits_per_second": (after.l2_hits - before.l2_hits) as f64 / elapsed,
+        "tiered_l1_hits": after.l1_hits - before.l1_hits,
+        "tiered_coalesced": after.coalesced - before.coalesced,
         "tiered_backend_errors": after.backend_errors - before.backend_errors,
         "raw_selects_per_second": raw_selects,
     })
