@@ -518,3 +518,51 @@ fn without_l2_a_computation_overtaken_by_an_invalidation_stores_nothing_in_l1() 
         );
     });
 }
+
+static PLAIN_READ_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[tiered_cached(name = "plain_read", l1_capacity = 1, write = "through")]
+async fn plain_read(id: u64) -> u64 {
+    PLAIN_READ_RUNS.fetch_add(1, SeqCst);
+    id * 10
+}
+
+/// Once the process knows the function's invalidate-all epoch (its first read returns it, and
+/// notices keep it current), an L2 read is a primary-key lookup of the row alone: it does not
+/// wait for the epochs table, which another session holds locked here.
+#[test]
+fn once_the_epoch_is_known_an_l2_read_is_a_primary_key_lookup_of_the_row_alone() {
+    let _serial = serial();
+    let table = installed_table();
+    block_on(async {
+        for id in 1..=8 {
+            assert_eq!(plain_read(id).await, id * 10);
+        }
+        let before = stats_of("plain_read");
+        let (locker, connection) =
+            tokio_postgres::connect(tiered_testkit::PgServer::shared().url(), tokio_postgres::NoTls)
+                .await
+                .expect("a second session");
+        tokio::spawn(connection);
+        locker
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE {table}_epochs IN ACCESS EXCLUSIVE MODE"
+            ))
+            .await
+            .expect("lock the epochs table");
+        // L1 holds one entry: keys 1 to 7 at least are read from L2. A read that joined the
+        // epochs table would wait for the lock until the L2 timeout (5 s in these tests).
+        let reads = async {
+            for id in 1..=8 {
+                assert_eq!(plain_read(id).await, id * 10);
+            }
+        };
+        let waited = tokio::time::timeout(Duration::from_secs(3), reads).await;
+        locker.batch_execute("ROLLBACK").await.expect("unlock");
+        waited.expect("the L2 reads waited for the locked epochs table");
+        let after = stats_of("plain_read");
+        assert_eq!(PLAIN_READ_RUNS.load(SeqCst), 8, "no body ran again");
+        assert!(after.l2_hits - before.l2_hits >= 7, "{before:?} -> {after:?}");
+        assert_eq!(after.backend_errors, before.backend_errors);
+    });
+}

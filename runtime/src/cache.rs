@@ -15,7 +15,7 @@ use crate::error::BackendError;
 use crate::invalidation::{stripe_of, Epochs, RegisteredCache, Snapshot};
 use crate::l1::L1;
 use crate::l2::{Entry, EntryId, Notice, Observed};
-use crate::listener::staleness_cap;
+use crate::listener::{listening, staleness_cap};
 use crate::policy::{self, BackendFailureMode};
 use crate::runtime::{installed, Installed};
 use crate::single_flight::{Flights, Role};
@@ -319,7 +319,11 @@ where
         let slot = self.slot(key, installed.as_deref());
         // Taken before reading L2: an invalidation after this point refuses our L1 store.
         let snapshot = self.epochs.snapshot(slot.stripe);
-        let write_back = match self.read_l2(&slot, installed).await.map_err(Failure::Backend)? {
+        let write_back = match self
+            .read_l2(&slot, snapshot, installed)
+            .await
+            .map_err(Failure::Backend)?
+        {
             Lookup::Hit(value, remaining) => {
                 self.stats.l2_hit();
                 tracing::debug!(cache = self.name, "tiered: L2 hit");
@@ -364,6 +368,7 @@ where
     async fn read_l2<B: Escalation>(
         &self,
         slot: &Slot<'_, K>,
+        snapshot: Snapshot,
         installed: Option<Arc<Installed>>,
     ) -> Result<Lookup<V>, B> {
         let Some(codec) = self.codec else {
@@ -373,8 +378,11 @@ where
             self.absorb("read", Err(BackendError::NotConfigured))?;
             return Ok(Lookup::Miss(None));
         };
+        // The plain read needs the epoch and the notices that change it: without the listener,
+        // another process's invalidate-all would go unseen.
+        let known_epoch = self.epochs.l2_epoch().filter(|_| listening());
         let read = policy::run(self.mode, installed.backoff, &self.stats, self.name, || {
-            installed.backend.read(self.name, &id)
+            installed.backend.read(self.name, &id, known_epoch)
         })
         .await;
         let read = match read {
@@ -384,6 +392,9 @@ where
                 return Ok(Lookup::Miss(None));
             }
         };
+        if known_epoch.is_none() {
+            self.epochs.learn_l2_epoch(snapshot.all, read.observed.epoch());
+        }
         if let Some(bytes) = &read.value {
             match codec.decode(bytes) {
                 Ok(value) => return Ok(Lookup::Hit(value, read.remaining)),

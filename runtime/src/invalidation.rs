@@ -28,6 +28,8 @@ pub(crate) fn stripe_of(key: &KeyBytes) -> usize {
 pub(crate) struct Epochs {
     all: AtomicU64,
     stripes: [Mutex<u64>; STRIPES],
+    /// The function's invalidate-all epoch in L2, with the local `all` it was read under.
+    l2: Mutex<Option<(u64, i64)>>,
 }
 
 /// The epochs one computation started under.
@@ -42,6 +44,7 @@ impl Epochs {
         Epochs {
             all: AtomicU64::new(0),
             stripes: std::array::from_fn(|_| Mutex::new(0)),
+            l2: Mutex::new(None),
         }
     }
 
@@ -89,6 +92,22 @@ impl Epochs {
     /// stored in, so this alone makes them unreadable.
     pub(crate) fn invalidate_all(&self) {
         self.all.fetch_add(1, SeqCst);
+    }
+
+    /// The function's invalidate-all epoch in L2 as this process last read it, if no
+    /// invalidate-all happened here since: every one, made here or heard of from another
+    /// process (and every reconnection of the listener), bumps `all`. Knowing it, an L2 read
+    /// is a plain primary-key lookup whose row is checked here.
+    pub(crate) fn l2_epoch(&self) -> Option<i64> {
+        let learned = *self.l2.lock().unwrap_or_else(PoisonError::into_inner);
+        learned
+            .filter(|&(all, _)| all == self.all())
+            .map(|(_, epoch)| epoch)
+    }
+
+    /// Records the L2 epoch `epoch`, read while the local epoch was `all`.
+    pub(crate) fn learn_l2_epoch(&self, all: u64, epoch: i64) {
+        *self.l2.lock().unwrap_or_else(PoisonError::into_inner) = Some((all, epoch));
     }
 }
 

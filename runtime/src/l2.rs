@@ -54,6 +54,13 @@ pub(crate) struct Observed {
     at: Instant,
 }
 
+impl Observed {
+    /// The function's invalidate-all epoch the read was made under.
+    pub(crate) fn epoch(&self) -> i64 {
+        self.epoch
+    }
+}
+
 /// The answer of an L2 read.
 pub(crate) struct L2Read {
     /// The encoded value if the row is live (present, not a tombstone, current epoch, not
@@ -159,7 +166,11 @@ pub(crate) struct L2Settings {
 
 /// The statements, with the validated table name spliced in; user data is always a parameter.
 struct Statements {
+    /// The row and the function's current epoch (a join), for when the process does not know
+    /// that epoch.
     read: String,
+    /// The row alone, a primary-key lookup: for when the process knows the function's epoch.
+    read_row: String,
     write: String,
     overwrite: String,
     invalidate: String,
@@ -178,6 +189,10 @@ impl Statements {
                 "SELECT e.epoch, c.value, c.generation, c.epoch, \
                         EXTRACT(EPOCH FROM c.expires_at - now())::float8 \
                  FROM (SELECT {epoch} AS epoch) e LEFT JOIN {table} c ON c.id = $1"
+            ),
+            read_row: format!(
+                "SELECT value, generation, epoch, EXTRACT(EPOCH FROM expires_at - now())::float8 \
+                 FROM {table} WHERE id = $1"
             ),
             write: format!(
                 "INSERT INTO {table} AS c {columns} \
@@ -308,19 +323,39 @@ impl PgBackend {
         digest.finalize().into()
     }
 
-    pub(crate) async fn read(&self, function: &str, id: &EntryId) -> Result<L2Read, BackendError> {
+    /// Reads an entry's row. With `known_epoch` (the function's invalidate-all epoch as this
+    /// process knows it), a plain primary-key lookup checked against it; without, a read that
+    /// also returns the function's current epoch ([`Observed::epoch`]).
+    pub(crate) async fn read(
+        &self,
+        function: &str,
+        id: &EntryId,
+        known_epoch: Option<i64>,
+    ) -> Result<L2Read, BackendError> {
         let (current_epoch, value, generation, row_epoch, remaining) = self
             .with_client("read", |client| async move {
-                let statement = client.prepare_cached(&self.sql.read).await?;
-                let row = client
-                    .query_one(&statement, &[&&id[..], &self.namespace, &function])
-                    .await?;
+                let (current_epoch, row, first) = match known_epoch {
+                    Some(epoch) => {
+                        let statement = client.prepare_cached(&self.sql.read_row).await?;
+                        (epoch, client.query_opt(&statement, &[&&id[..]]).await?, 0)
+                    }
+                    None => {
+                        let statement = client.prepare_cached(&self.sql.read).await?;
+                        let row = client
+                            .query_one(&statement, &[&&id[..], &self.namespace, &function])
+                            .await?;
+                        (row.try_get::<_, i64>(0)?, Some(row), 1)
+                    }
+                };
+                let Some(row) = row else {
+                    return Ok((current_epoch, None, None, None, None));
+                };
                 Ok((
-                    row.try_get::<_, i64>(0)?,
-                    row.try_get::<_, Option<Vec<u8>>>(1)?,
-                    row.try_get::<_, Option<i64>>(2)?,
-                    row.try_get::<_, Option<i64>>(3)?,
-                    row.try_get::<_, Option<f64>>(4)?,
+                    current_epoch,
+                    row.try_get::<_, Option<Vec<u8>>>(first)?,
+                    row.try_get::<_, Option<i64>>(first + 1)?,
+                    row.try_get::<_, Option<i64>>(first + 2)?,
+                    row.try_get::<_, Option<f64>>(first + 3)?,
                 ))
             })
             .await?;

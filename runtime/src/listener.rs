@@ -22,6 +22,11 @@ const DOWN: u8 = 2;
 static STATE: AtomicU8 = AtomicU8::new(NOT_LISTENING);
 static STALENESS_BOUND_NANOS: AtomicU64 = AtomicU64::new(0);
 
+/// Whether the listener is connected, so invalidations made by other processes reach this one.
+pub(crate) fn listening() -> bool {
+    STATE.load(Relaxed) == UP
+}
+
 /// While an installed listener is down, the age past which an L1 entry of an L2-backed
 /// function is no longer served (it may have been invalidated elsewhere meanwhile).
 #[inline]
