@@ -12,6 +12,7 @@
 //!   of older epochs are never read, and a write succeeds only in the epoch it read.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Pool, PoolError};
@@ -20,6 +21,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::breaker::{Breaker, BreakerSettings};
 use crate::error::BackendError;
+use crate::readers::{Reader, Readers};
 
 /// How long a tombstone stays in the table. A computation that took longer than half of it
 /// does not write back, since the tombstone that should reject it may be gone.
@@ -139,6 +141,7 @@ impl<'a> Payload<'a> {
 /// The installed PostgreSQL backend.
 pub(crate) struct PgBackend {
     pool: Pool,
+    readers: Readers,
     table: String,
     namespace: String,
     target: String,
@@ -253,6 +256,7 @@ impl PgBackend {
     /// Checks out a connection, creates the tables if missing, and returns the backend.
     pub(crate) async fn connect(pool: Pool, settings: L2Settings) -> Result<Self, BackendError> {
         let backend = PgBackend {
+            readers: Readers::for_pool(&pool),
             sql: Statements::new(&settings.table),
             channel: channel(&settings.table, &settings.namespace),
             origin: settings.origin,
@@ -333,7 +337,7 @@ impl PgBackend {
         known_epoch: Option<i64>,
     ) -> Result<L2Read, BackendError> {
         let (current_epoch, value, generation, row_epoch, remaining) = self
-            .with_client("read", |client| async move {
+            .with_reader("read", |client| async move {
                 let (current_epoch, row, first) = match known_epoch {
                     Some(epoch) => {
                         let statement = client.prepare_cached(&self.sql.read_row).await?;
@@ -525,6 +529,46 @@ impl PgBackend {
         F: FnOnce(deadpool_postgres::Object) -> Fut + 'a,
         Fut: Future<Output = Result<T, tokio_postgres::Error>> + 'a,
     {
+        self.guarded(operation, async {
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|err| self.pool_error(operation, err))?;
+            op(client).await.map_err(|err| self.query_error(operation, &err))
+        })
+        .await
+    }
+
+    /// [`PgBackend::with_client`] for reads: on a shared read connection ([`Readers`]).
+    async fn with_reader<'a, T, F, Fut>(&'a self, operation: &'static str, op: F) -> Result<T, BackendError>
+    where
+        F: FnOnce(Reader) -> Fut + 'a,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>> + 'a,
+    {
+        let outcome = self
+            .guarded(operation, async {
+                let (client, _in_flight) = match self.readers.get(&self.pool).await {
+                    Some(reader) => reader.map(|(client, in_flight)| (client, Some(in_flight))),
+                    None => self.pool.get().await.map(|client| (Arc::new(client), None)),
+                }
+                .map_err(|err| self.pool_error(operation, err))?;
+                op(client).await.map_err(|err| self.query_error(operation, &err))
+            })
+            .await;
+        if matches!(&outcome, Err(err) if err.is_retryable()) {
+            self.readers.clear();
+        }
+        outcome
+    }
+
+    /// Runs `attempt` if the circuit breaker admits it, within the L2 timeout, and reports
+    /// its outcome to the breaker.
+    async fn guarded<T>(
+        &self,
+        operation: &'static str,
+        attempt: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
         let admitted = self
             .breaker
             .admit()
@@ -532,14 +576,6 @@ impl PgBackend {
                 target: self.target.clone(),
                 retry_in,
             })?;
-        let attempt = async {
-            let client = self
-                .pool
-                .get()
-                .await
-                .map_err(|err| self.pool_error(operation, err))?;
-            op(client).await.map_err(|err| self.query_error(operation, &err))
-        };
         let outcome = tokio::time::timeout(self.timeout, attempt)
             .await
             .unwrap_or_else(|_| {

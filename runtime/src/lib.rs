@@ -18,6 +18,7 @@ mod l1;
 mod l2;
 mod listener;
 mod policy;
+mod readers;
 mod runtime;
 mod single_flight;
 mod site;
