@@ -108,7 +108,8 @@ impl RuntimeBuilder {
     }
 
     /// The server, as a pool you built (e.g. with TLS). Its connections are used for L2
-    /// operations only.
+    /// operations only; half of them (none of a pool of one) are held for L2 reads, which
+    /// share them.
     pub fn postgres_pool(mut self, pool: Pool) -> Self {
         self.source = Some(Source::Pool(pool));
         self
@@ -186,7 +187,9 @@ impl RuntimeBuilder {
         self
     }
 
-    /// The most connections the pool built from `postgres_url` opens (default 16).
+    /// The most connections the pool built from `postgres_url` opens (default 16). Half of
+    /// them are held for L2 reads, which share them (tokio-postgres pipelines their queries);
+    /// the rest serve writes, invalidations and sweeps.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max.max(1);
         self
