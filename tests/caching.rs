@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{block_on, installed_table, query_i64, serial, stats_of};
+use common::{block_on, installed_table, query_i64, serial, session, stats_of};
 use serde::{Deserialize, Serialize};
 use tiered::tiered_cached;
 use tokio::sync::Notify;
@@ -539,11 +539,7 @@ fn once_the_epoch_is_known_an_l2_read_is_a_primary_key_lookup_of_the_row_alone()
             assert_eq!(plain_read(id).await, id * 10);
         }
         let before = stats_of("plain_read");
-        let (locker, connection) =
-            tokio_postgres::connect(tiered_testkit::PgServer::shared().url(), tokio_postgres::NoTls)
-                .await
-                .expect("a second session");
-        tokio::spawn(connection);
+        let locker = session(tiered_testkit::PgServer::shared().url()).await;
         locker
             .batch_execute(&format!(
                 "BEGIN; LOCK TABLE {table}_epochs IN ACCESS EXCLUSIVE MODE"

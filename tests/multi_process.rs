@@ -22,10 +22,7 @@ const ANSWER: &str = "instance-b: ";
 static TRUTH: OnceLock<(tokio_postgres::Client, String)> = OnceLock::new();
 
 async fn connect_truth(url: &str, table: &str) {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the truth table");
-    tokio::spawn(connection);
+    let client = common::session(url).await;
     client
         .batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS {table}_truth (k bigint PRIMARY KEY, v bigint NOT NULL)"

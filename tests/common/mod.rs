@@ -50,6 +50,15 @@ pub async fn query_i64(statement: &str) -> Vec<i64> {
         .collect()
 }
 
+/// A session of its own on the server at `url`, its connection driven by a spawned task.
+pub async fn session(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|err| panic!("cannot connect to {url}: {err}"));
+    tokio::spawn(connection);
+    client
+}
+
 /// The counts of the cache named `name`, or zeros if it was never used.
 pub fn stats_of(name: &str) -> tiered::FunctionStats {
     tiered::stats().get(name).copied().unwrap_or_default()
