@@ -7,19 +7,70 @@ use proc_macro2::TokenStream;
 use quote::ToTokens;
 use syn::{Expr, Lit, LitInt, LitStr, Meta};
 
-/// Every option the attribute accepts, in the order the docs list them.
-const OPTIONS: &[&str] = &[
-    "backend",
-    "on_failure",
-    "ttl",
-    "l1_ttl",
-    "l2_ttl",
-    "l1_capacity",
-    "name",
-    "version",
-    "key",
-    "write",
-];
+/// An option of the attribute. Every property of an option is an exhaustive `match` here, so
+/// an option added without its name, example or field does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opt {
+    Backend,
+    OnFailure,
+    Ttl,
+    L1Ttl,
+    L2Ttl,
+    L1Capacity,
+    Name,
+    Version,
+    Key,
+    Write,
+}
+
+impl Opt {
+    /// Every option, in the order the docs list them.
+    const ALL: [Opt; 10] = [
+        Opt::Backend,
+        Opt::OnFailure,
+        Opt::Ttl,
+        Opt::L1Ttl,
+        Opt::L2Ttl,
+        Opt::L1Capacity,
+        Opt::Name,
+        Opt::Version,
+        Opt::Key,
+        Opt::Write,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Opt::Backend => "backend",
+            Opt::OnFailure => "on_failure",
+            Opt::Ttl => "ttl",
+            Opt::L1Ttl => "l1_ttl",
+            Opt::L2Ttl => "l2_ttl",
+            Opt::L1Capacity => "l1_capacity",
+            Opt::Name => "name",
+            Opt::Version => "version",
+            Opt::Key => "key",
+            Opt::Write => "write",
+        }
+    }
+
+    /// A well-formed value, for messages.
+    fn example(self) -> &'static str {
+        match self {
+            Opt::Backend => "\"pg\"",
+            Opt::OnFailure => "\"retry(3)\"",
+            Opt::Ttl | Opt::L1Ttl | Opt::L2Ttl => "\"30s\"",
+            Opt::L1Capacity => "10_000",
+            Opt::Name => "\"users::profile\"",
+            Opt::Version => "1",
+            Opt::Key => "\"(tenant, id)\"",
+            Opt::Write => "\"behind\"",
+        }
+    }
+
+    fn list() -> String {
+        Opt::ALL.map(Opt::name).join(", ")
+    }
+}
 
 /// `#[tiered_cached(...)]`, parsed but not yet interpreted: `validate` gives each value its meaning.
 #[derive(Default)]
@@ -49,7 +100,7 @@ impl Args {
                 return args;
             }
         };
-        let mut seen: Vec<&'static str> = Vec::new();
+        let mut seen: Vec<Opt> = Vec::new();
         for item in &items {
             let meta = match item {
                 NestedMeta::Meta(meta) => meta,
@@ -57,7 +108,7 @@ impl Args {
                     errors.push(
                         Error::custom(format!(
                             "expected `option = value`; allowed options: {}",
-                            OPTIONS.join(", ")
+                            Opt::list()
                         ))
                         .with_span(lit),
                     );
@@ -67,13 +118,13 @@ impl Args {
             let path = meta.path();
             let known = path
                 .get_ident()
-                .and_then(|ident| OPTIONS.iter().copied().find(|option| ident == option));
+                .and_then(|ident| Opt::ALL.into_iter().find(|option| ident == option.name()));
             let Some(option) = known else {
                 let written = path.to_token_stream().to_string().replace(' ', "");
                 errors.push(
                     Error::custom(format!(
                         "unknown option `{written}`; allowed options: {}",
-                        OPTIONS.join(", ")
+                        Opt::list()
                     ))
                     .with_span(path),
                 );
@@ -82,7 +133,8 @@ impl Args {
             if seen.contains(&option) {
                 errors.push(
                     Error::custom(format!(
-                        "duplicate option `{option}`: each option may be given once"
+                        "duplicate option `{}`: each option may be given once",
+                        option.name()
                     ))
                     .with_span(path),
                 );
@@ -92,8 +144,9 @@ impl Args {
             let Meta::NameValue(name_value) = meta else {
                 errors.push(
                     Error::custom(format!(
-                        "`{option}` needs a value: `{option} = {}`",
-                        example(option)
+                        "`{name}` needs a value: `{name} = {}`",
+                        option.example(),
+                        name = option.name()
                     ))
                     .with_span(meta),
                 );
@@ -101,16 +154,16 @@ impl Args {
             };
             let value = &name_value.value;
             match option {
-                "l1_capacity" => args.l1_capacity = errors.handle(int(option, value)),
-                "version" => args.version = errors.handle(int(option, value)),
-                "backend" => args.backend = errors.handle(string(option, value)),
-                "on_failure" => args.on_failure = errors.handle(string(option, value)),
-                "ttl" => args.ttl = errors.handle(string(option, value)),
-                "l1_ttl" => args.l1_ttl = errors.handle(string(option, value)),
-                "l2_ttl" => args.l2_ttl = errors.handle(string(option, value)),
-                "name" => args.name = errors.handle(string(option, value)),
-                "key" => args.key = errors.handle(string(option, value)),
-                _ => args.write = errors.handle(string(option, value)),
+                Opt::L1Capacity => args.l1_capacity = errors.handle(int(option, value)),
+                Opt::Version => args.version = errors.handle(int(option, value)),
+                Opt::Backend => args.backend = errors.handle(string(option, value)),
+                Opt::OnFailure => args.on_failure = errors.handle(string(option, value)),
+                Opt::Ttl => args.ttl = errors.handle(string(option, value)),
+                Opt::L1Ttl => args.l1_ttl = errors.handle(string(option, value)),
+                Opt::L2Ttl => args.l2_ttl = errors.handle(string(option, value)),
+                Opt::Name => args.name = errors.handle(string(option, value)),
+                Opt::Key => args.key = errors.handle(string(option, value)),
+                Opt::Write => args.write = errors.handle(string(option, value)),
             }
         }
         args
@@ -118,45 +171,32 @@ impl Args {
 }
 
 /// A string-valued option's literal.
-fn string(option: &str, value: &Expr) -> darling::Result<LitStr> {
+fn string(option: Opt, value: &Expr) -> darling::Result<LitStr> {
     match value {
         Expr::Lit(syn::ExprLit {
             lit: Lit::Str(lit), ..
         }) => Ok(lit.clone()),
-        _ => Err(Error::custom(format!(
-            "`{option}` expects a string literal: `{option} = {}`",
-            example(option)
-        ))
-        .with_span(value)),
+        _ => Err(expected(option, "a string", value)),
     }
 }
 
 /// An integer-valued option's literal.
-fn int(option: &str, value: &Expr) -> darling::Result<LitInt> {
+fn int(option: Opt, value: &Expr) -> darling::Result<LitInt> {
     match value {
         Expr::Lit(syn::ExprLit {
             lit: Lit::Int(lit), ..
         }) => Ok(lit.clone()),
-        _ => Err(Error::custom(format!(
-            "`{option}` expects an integer literal: `{option} = {}`",
-            example(option)
-        ))
-        .with_span(value)),
+        _ => Err(expected(option, "an integer", value)),
     }
 }
 
-/// A well-formed value of each option, for messages.
-fn example(option: &str) -> &'static str {
-    match option {
-        "backend" => "\"pg\"",
-        "on_failure" => "\"retry(3)\"",
-        "ttl" | "l1_ttl" | "l2_ttl" => "\"30s\"",
-        "l1_capacity" => "10_000",
-        "name" => "\"users::profile\"",
-        "version" => "1",
-        "key" => "\"(tenant, id)\"",
-        _ => "\"behind\"",
-    }
+fn expected(option: Opt, kind: &str, value: &Expr) -> Error {
+    Error::custom(format!(
+        "`{name}` expects {kind} literal: `{name} = {}`",
+        option.example(),
+        name = option.name()
+    ))
+    .with_span(value)
 }
 
 #[cfg(test)]
@@ -187,6 +227,18 @@ mod tests {
         assert_eq!(args.l1_capacity.unwrap().base10_parse::<u64>().unwrap(), 10_000);
         assert!(args.on_failure.is_none());
         assert!(parse(quote!()).1.is_empty());
+    }
+
+    #[test]
+    fn every_option_is_listed_once() {
+        for (i, option) in Opt::ALL.into_iter().enumerate() {
+            assert_eq!(Opt::ALL.iter().position(|o| *o == option), Some(i));
+            let (_, errors) = parse(format!("{} = 1", option.name()).parse().unwrap());
+            assert!(
+                errors.iter().all(|e| !e.contains("unknown option")),
+                "{option:?}: {errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -19,7 +19,6 @@ pub(crate) fn fallback(item: TokenStream, errors: darling::Error) -> TokenStream
 pub(crate) fn expand(cached: &Cached) -> TokenStream {
     let Cached {
         item,
-        settings,
         output,
         receiver,
         args,
@@ -98,55 +97,46 @@ pub(crate) fn expand(cached: &Cached) -> TokenStream {
         ..sig.clone()
     };
 
-    // The calls require `V: Clone + Send + Sync` and, under "error", `E: From<BackendError>`:
-    // they are spanned at `V` or `E` in the signature, so their errors point there.
+    // The calls require `V: Clone + Send + Sync`: they are spanned at `V` in the signature, so
+    // their errors point there.
     let value = &output.value;
     let at_value = at(output.value_span);
-    let at_call = match (output.is_result, settings.on_failure) {
-        (true, OnFailure::Error) => at(output.error_span),
-        _ => at_value,
-    };
-    let cache_fn_at_call = Ident::new(&cache_fn.to_string(), at_call);
+    let cache_fn_at_value = Ident::new(&cache_fn.to_string(), at_value);
     let (cache, body_call, get) = match receiver {
         None => (
-            quote_spanned!(at_call=> #cache_fn_at_call()),
+            quote_spanned!(at_value=> #cache_fn_at_value()),
             quote!(#body_fn(#(#idents),*)),
             quote_spanned!(at_value=> get()),
         ),
         Some(receiver) => {
             let self_token = &receiver.self_token;
             (
-                quote_spanned!(at_call=> Self::#cache_fn_at_call()),
+                quote_spanned!(at_value=> Self::#cache_fn_at_value()),
                 quote!(Self::#body_fn(#self_token #(, #idents)*)),
                 quote_spanned!(at_value=> get_for::<Self>()),
             )
         }
     };
-    let (call, refresh) = match (output.is_result, settings.on_failure) {
-        (false, _) => ("call", "refresh"),
-        (true, OnFailure::Error) => ("call_result_propagating", "refresh_result_propagating"),
-        (true, _) => ("call_result", "refresh_result"),
-    };
-    let (call, refresh) = (Ident::new(call, at_call), Ident::new(refresh, at_call));
     // An L1 hit is returned in place (see `FnCache::hit`); the key is resolved before the
     // arguments move into the body.
     let hit = match output.is_result {
         true => quote!(::core::result::Result::Ok(__tiered_value)),
         false => quote!(__tiered_value),
     };
-    let called = quote_spanned! {at_call=>
+    let called = quote_spanned! {at_value=>
         let __tiered_key = #key;
         match #cache.hit(&__tiered_key) {
             ::core::option::Option::Some(__tiered_value) => #hit,
-            ::core::option::Option::None => #cache.#call(#cache.resolve(__tiered_key), #body_call).await,
+            ::core::option::Option::None => #cache.call(#cache.resolve(__tiered_key), #body_call).await,
         }
     };
-    let refreshed = quote_spanned!(at_call=> #cache.#refresh(#cache.resolve(#key), #body_call).await);
-    let invalidated = quote_spanned!(at_call=> #cache.invalidate(#cache.resolve(#key)).await);
-    let invalidated_all = quote_spanned!(at_call=> #cache.invalidate_all().await);
+    let refreshed = quote_spanned!(at_value=> #cache.refresh(#cache.resolve(#key), #body_call).await);
+    let invalidated = quote_spanned!(at_value=> #cache.invalidate(#cache.resolve(#key)).await);
+    let invalidated_all = quote_spanned!(at_value=> #cache.invalidate_all().await);
 
     let spec = spec(cached, &fn_name);
-    let site = quote_spanned!(at_value=> ::tiered::__private::Site<#value, #stored>);
+    let returned = &output.returned;
+    let site = quote_spanned!(at_value=> ::tiered::__private::Site<#value, #stored, #returned>);
     let site_new = quote_spanned!(at_value=> ::tiered::__private::Site::new(#spec));
     let block = &item.block;
     let docs = Docs::new(cached, &fn_name);
@@ -168,7 +158,7 @@ pub(crate) fn expand(cached: &Cached) -> TokenStream {
         #[doc(hidden)]
         #[allow(dead_code)]
         #(#cfgs)*
-        fn #cache_fn() -> &'static ::tiered::__private::FnCache<#value, #stored> {
+        fn #cache_fn() -> &'static ::tiered::__private::FnCache<#value, #stored, #returned> {
             static __TIERED_SITE: #site = #site_new;
             __TIERED_SITE.#get
         }
@@ -323,7 +313,11 @@ fn spec(cached: &Cached, fn_name: &str) -> TokenStream {
     let version = Literal::u32_unsuffixed(settings.version);
     let on_failure = match settings.on_failure {
         OnFailure::L1Only => quote!(L1Only),
-        OnFailure::Error => quote!(Error),
+        // `escalate` requires `E: From<BackendError>`: its error points at `E`.
+        OnFailure::Error => {
+            let escalate = quote_spanned!(at(cached.output.error_span)=> ::tiered::__private::escalate);
+            quote!(Error(#escalate))
+        }
         OnFailure::Retry(attempts) => {
             let attempts = Literal::u8_unsuffixed(attempts);
             quote!(Retry { attempts: #attempts })
@@ -355,7 +349,7 @@ fn spec(cached: &Cached, fn_name: &str) -> TokenStream {
         ::tiered::__private::Spec {
             name: #name,
             version: #version,
-            on_failure: ::tiered::__private::BackendFailureMode::#on_failure,
+            on_failure: ::tiered::__private::OnFailure::#on_failure,
             l1_ttl: #l1_ttl,
             l2_ttl: #l2_ttl,
             l1_capacity: #l1_capacity,
@@ -523,12 +517,13 @@ mod tests {
         assert!(out.contains(
             "# [allow (unused_variables)] let __tiered_arg0 = & __tiered_arg0 ; # [allow (unused_variables)] let c = & c ; :: tiered :: __private :: key (& (__tiered_arg0 , c ,))"
         ));
-        assert!(out.contains("call_result_propagating"));
-        assert!(out.contains("refresh_result_propagating"));
+        assert!(out.contains("OnFailure :: Error (:: tiered :: __private :: escalate)"));
+        assert!(out.contains(". call (__tiered_cache_f () . resolve (__tiered_key) ,"));
+        assert!(out.contains("__tiered_cache_f () . refresh (__tiered_cache_f () . resolve ("));
+        assert!(out.contains("Site < u8 , :: tiered :: __private :: ByteKey , Result < u8 , E > >"));
         assert!(out.contains(
             "CacheName :: Fixed (:: core :: concat ! (:: core :: module_path ! () , \"::\" , \"f\"))"
         ));
-        assert!(out.contains("BackendFailureMode :: Error"));
         assert!(out.contains("l1_ttl : :: core :: option :: Option :: Some (:: tiered :: __private :: Duration :: from_millis (1000))"));
         assert!(out.contains("l2_ttl : :: core :: option :: Option :: Some (:: tiered :: __private :: Duration :: from_millis (600000))"));
         assert!(out.contains("__TIERED_SITE . get ()"));
@@ -550,7 +545,7 @@ mod tests {
              :: core :: convert :: AsRef :: < str > :: as_ref (& tag) , * flag , c ,))"
         ));
         assert!(out.contains(
-            "Site < u8 , (u64 , :: std :: string :: String , :: std :: string :: String , bool , char ,) >"
+            "Site < u8 , (u64 , :: std :: string :: String , :: std :: string :: String , bool , char ,) , u8 >"
         ));
 
         for args in [
@@ -561,7 +556,7 @@ mod tests {
         ] {
             let out = expansion(quote!(), quote!(async fn f(#args) -> u8 { 1 }));
             assert!(
-                out.contains("Site < u8 , :: tiered :: __private :: ByteKey >"),
+                out.contains("Site < u8 , :: tiered :: __private :: ByteKey , u8 >"),
                 "{args}"
             );
         }
@@ -575,6 +570,12 @@ mod tests {
         );
         assert!(out.contains(":: tiered :: __private :: key (& (id))"));
         assert!(out.contains("ByteKey"));
+    }
+
+    #[test]
+    fn typed_keys_are_the_ones_the_runtime_takes() {
+        assert_eq!(SCALARS.as_slice(), tiered_runtime::__private::SCALAR_PARTS);
+        assert_eq!(MAX_PARTS, tiered_runtime::__private::MAX_PARTS);
     }
 
     #[test]

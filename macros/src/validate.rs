@@ -71,6 +71,8 @@ pub(crate) enum Key {
 
 /// The function's return type.
 pub(crate) struct Output {
+    /// The return type as written (`()` when there is none).
+    pub returned: Type,
     /// `Result<V, E>` (only `Ok` is cached) or a plain value.
     pub is_result: bool,
     /// `V`: the cached type.
@@ -170,10 +172,10 @@ pub(crate) fn validate(args: TokenStream, item: TokenStream) -> darling::Result<
 
     let output = errors.handle(output(&item));
     if let (Some(output), Some(_)) = (&output, &receiver) {
-        if let Some(span) = find_ident(output.value.to_token_stream(), "Self") {
+        if let Some(span) = find_ident(output.returned.to_token_stream(), "Self") {
             errors.push(error_at(
                 span,
-                "the cached type cannot be written with `Self`: the cache is a `static`, which cannot refer \
+                "the return type cannot be written with `Self`: the cache is a `static`, which cannot refer \
                  to `Self`; write the type's name instead",
             ));
         }
@@ -448,7 +450,7 @@ fn output(item: &ItemFn) -> darling::Result<Output> {
             value.span(),
             error.map_or(span, Spanned::span),
         ),
-        None => (false, ty, span, span),
+        None => (false, ty.clone(), span, span),
     };
     if let Some(at) = borrowed(&value) {
         return Err(error_at(
@@ -458,6 +460,7 @@ fn output(item: &ItemFn) -> darling::Result<Output> {
         ));
     }
     Ok(Output {
+        returned: ty,
         is_result,
         value,
         value_span,

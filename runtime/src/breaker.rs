@@ -3,6 +3,8 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::clock::Clock;
+
 /// When the breaker opens and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BreakerSettings {
@@ -29,17 +31,24 @@ enum State {
     Open {
         until: Instant,
         cooldown: Duration,
+        /// Operations skipped since it opened, reported when it closes.
+        skipped: u64,
     },
     /// One operation is probing the server; the others are still skipped.
     Probing {
         cooldown: Duration,
+        skipped: u64,
     },
 }
 
-/// The breaker of one installed backend (one server), shared by every function.
+/// The breaker of one installed backend (one server), shared by every function. It logs
+/// once when it opens and once when it closes, never per skipped operation.
 #[derive(Debug)]
 pub(crate) struct Breaker {
     settings: BreakerSettings,
+    clock: Clock,
+    /// The server, for its log lines.
+    target: String,
     state: Mutex<State>,
 }
 
@@ -51,9 +60,11 @@ pub(crate) struct Attempt<'a> {
 }
 
 impl Breaker {
-    pub(crate) fn new(settings: BreakerSettings) -> Self {
+    pub(crate) fn new(settings: BreakerSettings, clock: Clock, target: String) -> Self {
         Breaker {
             settings,
+            clock,
+            target,
             state: Mutex::new(State::Closed { failures: 0 }),
         }
     }
@@ -66,18 +77,29 @@ impl Breaker {
     /// Lets an operation through, or says how long L2 is still skipped.
     pub(crate) fn admit(&self) -> Result<Attempt<'_>, Duration> {
         let mut state = self.state();
-        let probe = match *state {
+        let probe = match &mut *state {
             State::Closed { .. } => false,
-            State::Open { until, cooldown } => {
-                let now = Instant::now();
-                if now < until {
-                    return Err(until - now);
+            State::Open {
+                until,
+                cooldown,
+                skipped,
+            } => {
+                let now = self.clock.now();
+                if now < *until {
+                    *skipped += 1;
+                    return Err(*until - now);
                 }
-                *state = State::Probing { cooldown };
-                tracing::info!("tiered: circuit breaker half-open: probing PostgreSQL");
+                *state = State::Probing {
+                    cooldown: *cooldown,
+                    skipped: *skipped,
+                };
+                tracing::debug!(target = self.target, "tiered: circuit breaker half-open: probing");
                 true
             }
-            State::Probing { .. } => return Err(Duration::ZERO),
+            State::Probing { skipped, .. } => {
+                *skipped += 1;
+                return Err(Duration::ZERO);
+            }
         };
         Ok(Attempt {
             breaker: self,
@@ -90,32 +112,40 @@ impl Breaker {
         let mut state = self.state();
         let settings = self.settings;
         *state = match (*state, answered) {
-            (State::Probing { .. }, true) => {
-                tracing::info!("tiered: circuit breaker closed: PostgreSQL answers again");
+            (State::Probing { skipped, .. }, true) => {
+                tracing::info!(
+                    target = self.target,
+                    skipped,
+                    "tiered: circuit breaker closed: PostgreSQL answers again"
+                );
                 State::Closed { failures: 0 }
             }
-            (State::Probing { cooldown }, false) if probe => {
+            (State::Probing { cooldown, skipped }, false) if probe => {
                 let cooldown = (cooldown * 2).min(settings.max_cooldown);
-                tracing::warn!(
+                tracing::debug!(
+                    target = self.target,
                     ?cooldown,
                     "tiered: circuit breaker probe failed; skipping L2 longer"
                 );
                 State::Open {
-                    until: Instant::now() + cooldown,
+                    until: self.clock.now() + cooldown,
                     cooldown,
+                    skipped,
                 }
             }
             (State::Closed { .. }, true) => State::Closed { failures: 0 },
             (State::Closed { failures }, false) if failures + 1 >= settings.threshold => {
                 let cooldown = settings.cooldown;
                 tracing::warn!(
+                    target = self.target,
                     failures = failures + 1,
                     ?cooldown,
                     "tiered: circuit breaker open: skipping L2 after consecutive failures"
                 );
                 State::Open {
-                    until: Instant::now() + cooldown,
+                    until: self.clock.now() + cooldown,
                     cooldown,
+                    skipped: 0,
                 }
             }
             (State::Closed { failures }, false) => State::Closed {
@@ -148,13 +178,17 @@ impl Drop for Attempt<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::MockClock;
+    use std::sync::Arc;
 
-    fn breaker(threshold: u32) -> Breaker {
-        Breaker::new(BreakerSettings {
+    fn breaker(threshold: u32) -> (Breaker, Arc<MockClock>) {
+        let (mock, clock) = MockClock::new();
+        let settings = BreakerSettings {
             threshold,
             cooldown: Duration::from_millis(20),
             max_cooldown: Duration::from_millis(50),
-        })
+        };
+        (Breaker::new(settings, clock, "db:5432/app".into()), mock)
     }
 
     fn fail(breaker: &Breaker) {
@@ -163,7 +197,7 @@ mod tests {
 
     #[test]
     fn opens_after_the_threshold_of_consecutive_failures_only() {
-        let b = breaker(3);
+        let (b, _) = breaker(3);
         fail(&b);
         fail(&b);
         b.admit().unwrap().finish(true); // a success resets the count
@@ -171,27 +205,36 @@ mod tests {
         fail(&b);
         assert!(b.admit().is_ok());
         fail(&b);
-        let skipped_for = b.admit().err().expect("open");
-        assert!(skipped_for <= Duration::from_millis(20));
+        assert_eq!(b.admit().err(), Some(Duration::from_millis(20)));
     }
 
     #[test]
     fn after_the_cooldown_one_probe_goes_through_and_closes_it() {
-        let b = breaker(1);
+        let (b, clock) = breaker(1);
         fail(&b);
-        std::thread::sleep(Duration::from_millis(25)); // the cool-down is what is tested
+        clock.advance(Duration::from_millis(19));
+        assert_eq!(
+            b.admit().err(),
+            Some(Duration::from_millis(1)),
+            "still cooling down"
+        );
+        clock.advance(Duration::from_millis(1));
         let probe = b.admit().expect("probe admitted");
         assert!(b.admit().is_err(), "only one probe at a time");
         probe.finish(true);
         assert!(b.admit().is_ok());
+        assert_eq!(*b.state(), State::Closed { failures: 0 });
     }
 
     #[test]
     fn a_failed_probe_doubles_the_cooldown_up_to_the_cap() {
-        let b = breaker(1);
+        let (b, clock) = breaker(1);
         fail(&b);
         for expected in [40, 50, 50] {
-            std::thread::sleep(Duration::from_millis(55));
+            let State::Open { cooldown, .. } = *b.state() else {
+                panic!("not open")
+            };
+            clock.advance(cooldown);
             b.admit().expect("probe").finish(false);
             let State::Open { cooldown, .. } = *b.state() else {
                 panic!("not open")
@@ -202,10 +245,24 @@ mod tests {
 
     #[test]
     fn a_cancelled_probe_reopens_the_breaker() {
-        let b = breaker(1);
+        let (b, clock) = breaker(1);
         fail(&b);
-        std::thread::sleep(Duration::from_millis(25));
+        clock.advance(Duration::from_millis(20));
         drop(b.admit().expect("probe"));
         assert!(matches!(*b.state(), State::Open { .. }));
+    }
+
+    #[test]
+    fn skipped_operations_are_counted_until_it_closes() {
+        let (b, clock) = breaker(1);
+        fail(&b);
+        for _ in 0..3 {
+            assert!(b.admit().is_err());
+        }
+        clock.advance(Duration::from_millis(20));
+        let probe = b.admit().expect("probe");
+        assert!(b.admit().is_err());
+        assert!(matches!(*b.state(), State::Probing { skipped: 4, .. }));
+        probe.finish(true);
     }
 }

@@ -32,7 +32,7 @@ pub trait CallKey<K> {
 
 /// A call's key past L1: as L1 stores it, and encoded (for L2, epochs and single-flight); or
 /// why it could not be encoded.
-pub struct Resolved<K>(pub(crate) Result<Box<Owned<K>>, String>);
+pub struct Resolved<K>(pub(crate) Result<Box<Encoded<K>>, String>);
 
 impl<K> std::fmt::Debug for Resolved<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,7 +41,7 @@ impl<K> std::fmt::Debug for Resolved<K> {
 }
 
 /// A resolved key that could be encoded.
-pub(crate) struct Owned<K> {
+pub(crate) struct Encoded<K> {
     pub(crate) stored: K,
     pub(crate) bytes: KeyBytes,
 }
@@ -51,7 +51,7 @@ impl<K> Resolved<K> {
         Resolved(
             crate::key::key(form)
                 .0
-                .map(|bytes| Box::new(Owned { stored, bytes })),
+                .map(|bytes| Box::new(Encoded { stored, bytes })),
         )
     }
 }
@@ -70,7 +70,11 @@ pub trait KeyPart: Hash + Serialize + Copy {
 }
 
 macro_rules! scalar_parts {
-    ($($scalar:ty),*) => {$(
+    ($($scalar:ident),*) => {
+        /// The names of the scalar types that are [`KeyPart`]s (the attribute keys L1 by
+        /// arguments of these types as they are, and a test holds its list to this one).
+        pub const SCALAR_PARTS: &[&str] = &[$(stringify!($scalar)),*];
+        $(
         impl KeyPart for $scalar {
             type Owned = $scalar;
 
@@ -105,6 +109,9 @@ impl KeyPart for &str {
 /// owned forms. It hashes as that tuple does (each element in turn).
 #[derive(Clone, Copy, Hash)]
 pub struct Parts<T>(pub T);
+
+/// The most key arguments a [`Parts`] tuple holds (the attribute's limit for typed keys).
+pub const MAX_PARTS: usize = 8;
 
 macro_rules! tuple_parts {
     ($(($($part:ident $index:tt),*))*) => {$(
@@ -192,10 +199,10 @@ impl Short {
 
 /// An encoded key as L1 stores it: short ones in words, longer ones on the heap.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ByteKey(Stored);
+pub struct ByteKey(Bytes);
 
 #[derive(Clone, PartialEq, Eq)]
-enum Stored {
+enum Bytes {
     Short(Short),
     Long(Box<[u8]>),
 }
@@ -217,8 +224,8 @@ impl<'a> ByteLookup<'a> {
 
     fn to_stored(&self) -> ByteKey {
         ByteKey(match self.0 {
-            Borrowed::Short(short) => Stored::Short(short),
-            Borrowed::Long(bytes) => Stored::Long(bytes.into()),
+            Borrowed::Short(short) => Bytes::Short(short),
+            Borrowed::Long(bytes) => Bytes::Long(bytes.into()),
         })
     }
 }
@@ -226,8 +233,8 @@ impl<'a> ByteLookup<'a> {
 impl Hash for ByteKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         match &self.0 {
-            Stored::Short(short) => short.hash(state),
-            Stored::Long(bytes) => state.write(bytes),
+            Bytes::Short(short) => short.hash(state),
+            Bytes::Long(bytes) => state.write(bytes),
         }
     }
 }
@@ -245,8 +252,8 @@ impl Equivalent<ByteKey> for ByteLookup<'_> {
     #[inline]
     fn equivalent(&self, stored: &ByteKey) -> bool {
         match (&self.0, &stored.0) {
-            (Borrowed::Short(short), Stored::Short(stored)) => short == stored,
-            (Borrowed::Long(bytes), Stored::Long(stored)) => *bytes == &**stored,
+            (Borrowed::Short(short), Bytes::Short(stored)) => short == stored,
+            (Borrowed::Long(bytes), Bytes::Long(stored)) => *bytes == &**stored,
             _ => false,
         }
     }
@@ -263,7 +270,7 @@ impl CallKey<ByteKey> for Key {
     fn resolve(self) -> Resolved<ByteKey> {
         Resolved(self.0.map(|bytes| {
             let stored = ByteLookup::new(&bytes).to_stored();
-            Box::new(Owned { stored, bytes })
+            Box::new(Encoded { stored, bytes })
         }))
     }
 }
@@ -275,7 +282,7 @@ mod tests {
     use super::*;
     use crate::key::key;
 
-    fn owned<K>(resolved: Resolved<K>) -> Owned<K> {
+    fn encoded<K>(resolved: Resolved<K>) -> Encoded<K> {
         *resolved.0.unwrap_or_else(|message| panic!("{message}"))
     }
 
@@ -283,7 +290,7 @@ mod tests {
     fn parts_hash_and_compare_as_the_tuple_they_are_stored_as() {
         let state = std::hash::RandomState::new();
         let parts = Parts((7u64, "acme", -1i8, 'x', true));
-        let stored = owned(parts.resolve()).stored;
+        let stored = encoded(parts.resolve()).stored;
         assert_eq!(stored, (7u64, "acme".to_owned(), -1i8, 'x', true));
         assert_eq!(state.hash_one(parts), state.hash_one(&stored));
         assert!(parts.equivalent(&stored));
@@ -294,9 +301,9 @@ mod tests {
     #[test]
     fn both_forms_encode_their_key_as_the_arguments_encode() {
         let name = String::from("acme");
-        let typed = owned(Parts((7u64, name.as_str())).resolve());
+        let typed = encoded(Parts((7u64, name.as_str())).resolve());
         assert_eq!(typed.bytes, key(&(&7u64, &name)).0.unwrap());
-        let encoded = owned(key(&(&7u64, &name)).resolve());
+        let encoded = encoded(key(&(&7u64, &name)).resolve());
         assert_eq!(encoded.bytes, typed.bytes);
     }
 
@@ -315,6 +322,14 @@ mod tests {
                 assert_eq!(other.lookup().unwrap().equivalent(&stored), n == m, "{n} vs {m}");
             }
         }
+    }
+
+    #[test]
+    fn parts_take_up_to_max_parts_arguments() {
+        fn is_call_key<K, Q: CallKey<K>>(_: &Q) {}
+        let widest = Parts((0u8, 1u8, 2u8, 3u8, 4u8, 5u8, 6u8, 7u8));
+        is_call_key::<(u8, u8, u8, u8, u8, u8, u8, u8), _>(&widest);
+        assert_eq!(MAX_PARTS, 8);
     }
 
     #[test]

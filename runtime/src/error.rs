@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use deadpool_postgres::PoolError;
+
 /// An error from the L2 backend (PostgreSQL), saying what failed and where.
 ///
 /// Under the default [`BackendFailureMode::L1Only`](crate::BackendFailureMode) these errors are
@@ -95,6 +97,70 @@ impl BackendError {
             | BackendError::InvalidConfig(_)
             | BackendError::CircuitOpen { .. }
             | BackendError::Key { .. } => false,
+        }
+    }
+}
+
+impl BackendError {
+    /// A failure to get a pooled connection.
+    pub(crate) fn from_pool(target: &str, err: PoolError) -> Self {
+        match err {
+            PoolError::Backend(err) => BackendError::Connect {
+                target: target.to_owned(),
+                message: describe(&err),
+                retryable: is_transient(&err),
+            },
+            PoolError::Timeout(kind) => BackendError::Connect {
+                target: target.to_owned(),
+                message: format!("the pool timed out ({kind:?})"),
+                retryable: true,
+            },
+            other => BackendError::Connect {
+                target: target.to_owned(),
+                message: other.to_string(),
+                retryable: false,
+            },
+        }
+    }
+
+    /// A failed statement of `operation` on `table`.
+    pub(crate) fn from_query(
+        operation: &'static str,
+        table: &str,
+        target: &str,
+        err: &tokio_postgres::Error,
+    ) -> Self {
+        BackendError::Query {
+            operation,
+            table: table.to_owned(),
+            target: target.to_owned(),
+            message: describe(err),
+            retryable: is_transient(err),
+        }
+    }
+}
+
+/// The server's message with its SQLSTATE, or the driver's for connection-level failures.
+fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => match std::error::Error::source(err) {
+            Some(source) => format!("{err}: {source}"),
+            None => err.to_string(),
+        },
+    }
+}
+
+/// Whether trying again may help: connection failures, resource shortage, serialization
+/// failures and server shutdown/startup are transient; a SQL or permission error is not.
+fn is_transient(err: &tokio_postgres::Error) -> bool {
+    match err.code() {
+        None => true,
+        Some(state) => {
+            let code = state.code();
+            ["08", "40", "53", "57P"]
+                .iter()
+                .any(|class| code.starts_with(class))
         }
     }
 }

@@ -1,12 +1,10 @@
-//! Invalidation: per-key and per-function epochs that keep stale results out of L1, and the
-//! registry of every function's cache in this process.
+//! Invalidation epochs: per-key and per-function counters that keep results computed before
+//! an invalidation out of L1.
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::key::KeyBytes;
-use crate::l2::Notice;
-use crate::stats::FunctionStats;
 
 const STRIPES: usize = 64;
 
@@ -108,61 +106,6 @@ impl Epochs {
     /// Records the L2 epoch `epoch`, read while the local epoch was `all`.
     pub(crate) fn learn_l2_epoch(&self, all: u64, epoch: i64) {
         *self.l2.lock().unwrap_or_else(PoisonError::into_inner) = Some((all, epoch));
-    }
-}
-
-/// What the process-wide registry can do with any function's cache, whatever its value type.
-pub(crate) trait RegisteredCache: Send + Sync {
-    fn name(&self) -> &str;
-    fn stats(&self) -> FunctionStats;
-    /// Whether the function has an L2, so other processes can invalidate its entries.
-    fn has_l2(&self) -> bool;
-    /// Drops every L1 entry of this process (L2 untouched), and keeps computations that
-    /// started earlier from storing.
-    fn clear_l1(&self);
-    /// Applies another process's invalidation.
-    fn evict_remote(&self, notice: &Notice);
-}
-
-/// Every function cache created in this process.
-pub(crate) struct Registry {
-    caches: Mutex<Vec<&'static dyn RegisteredCache>>,
-}
-
-static REGISTRY: Registry = Registry {
-    caches: Mutex::new(Vec::new()),
-};
-
-pub(crate) fn registry() -> &'static Registry {
-    &REGISTRY
-}
-
-impl Registry {
-    pub(crate) fn register(&self, cache: &'static dyn RegisteredCache) {
-        let mut caches = self.caches.lock().unwrap_or_else(PoisonError::into_inner);
-        if caches.iter().any(|c| c.name() == cache.name()) {
-            tracing::warn!(
-                cache = cache.name(),
-                "tiered: two cached functions share this cache name; give one a distinct `name`"
-            );
-        }
-        caches.push(cache);
-    }
-
-    pub(crate) fn caches(&self) -> Vec<&'static dyn RegisteredCache> {
-        self.caches.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-}
-
-/// Empties the L1 of every cached function in this process; L2 is untouched, so the next
-/// calls are answered from PostgreSQL (or recomputed).
-///
-/// ```
-/// tiered_runtime::clear_l1();
-/// ```
-pub fn clear_l1() {
-    for cache in registry().caches() {
-        cache.clear_l1();
     }
 }
 

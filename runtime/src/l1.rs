@@ -3,32 +3,33 @@
 //!
 //! quick_cache rather than mini-moka, by measurement (BENCHMARKS.md): a quick_cache hit is a
 //! shard read lock and a clone, where mini-moka also logs every read into a channel that its
-//! eviction policy replays under a lock. A hit costs about a quarter of mini-moka's on one
+//! eviction policy replays under a lock. A hit costs a fraction of mini-moka's on one
 //! thread and scales with cores, and its hit ratio is as good (its Clock-PRO/S3-FIFO-like
 //! policy against mini-moka's TinyLFU). quick_cache has no TTL of its own, so every entry
 //! carries its deadline and a read past it is a miss.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use quick_cache::sync::Cache;
 use quick_cache::Equivalent;
 
-use crate::l2::EntryId;
+use crate::backend::EntryId;
+use crate::clock::{nanos, Clock};
 
 /// A key as L1 stores it, with what decides whether its entry is live. That is kept with the
-/// key, not the value, and checked while quick_cache compares keys ([`Lookup`]): a hit then
+/// key, not the value, and checked while quick_cache compares keys ([`Probe`]): a hit then
 /// clones the value alone and hands it on untouched, where moving it out of a wrapper costs
-/// a hit a fifth more (it was just written, and a shifted copy stalls on store forwarding).
+/// a hit measurably more (it was just written, and a shifted copy stalls on store forwarding).
 #[derive(Clone)]
-struct Stored<K> {
+struct EntryKey<K> {
     key: K,
     /// The function's invalidate-all epoch when stored; an entry of an older epoch is dead.
     epoch: u64,
-    /// In [`ticks`], as is `expires_at`: two words where two `Instant`s take five, so more
-    /// entries share the CPU's caches.
+    /// In clock ticks ([`Clock::ticks`]), as is `expires_at`: two words where two `Instant`s
+    /// take five, so more entries share the CPU's caches.
     stored_at: u64,
     /// The earlier of the L1 TTL and the L2 row's remaining lifetime; [`NEVER`]: no expiry.
     expires_at: u64,
@@ -36,70 +37,59 @@ struct Stored<K> {
 
 const NEVER: u64 = u64::MAX;
 
-/// Nanoseconds from this process's first use of L1 to `at` (585 years fit in a `u64`).
-fn ticks(at: Instant) -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    nanos(at.saturating_duration_since(start))
-}
-
-/// `duration` in ticks, saturating.
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(NEVER)
-}
-
-impl<K: Hash> Hash for Stored<K> {
+impl<K: Hash> Hash for EntryKey<K> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.key.hash(state);
     }
 }
 
 /// Entries are one per key: storing a key replaces its entry, live or not.
-impl<K: PartialEq> PartialEq for Stored<K> {
+impl<K: PartialEq> PartialEq for EntryKey<K> {
     fn eq(&self, other: &Self) -> bool {
         self.key == other.key
     }
 }
 
-impl<K: Eq> Eq for Stored<K> {}
+impl<K: Eq> Eq for EntryKey<K> {}
 
 /// A search for the entry of `key`: with `live`, only a live one matches, so a dead entry is
 /// a miss (it stays until it is overwritten or evicted).
-struct Lookup<'q, Q: ?Sized> {
+struct Probe<'q, Q: ?Sized> {
     key: &'q Q,
-    live: Option<Liveness>,
+    live: Option<Liveness<'q>>,
 }
 
 /// What a live entry is: stored in `epoch` and, with `max_age`, less than that long ago.
 #[derive(Clone, Copy)]
-struct Liveness {
+struct Liveness<'c> {
     epoch: u64,
     max_age: Option<Duration>,
+    clock: &'c Clock,
 }
 
-impl<Q: Hash + ?Sized> Hash for Lookup<'_, Q> {
+impl<Q: Hash + ?Sized> Hash for Probe<'_, Q> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.key.hash(state);
     }
 }
 
-impl<K, Q: Equivalent<K> + ?Sized> Equivalent<Stored<K>> for Lookup<'_, Q> {
+impl<K, Q: Equivalent<K> + ?Sized> Equivalent<EntryKey<K>> for Probe<'_, Q> {
     #[inline]
-    fn equivalent(&self, stored: &Stored<K>) -> bool {
+    fn equivalent(&self, stored: &EntryKey<K>) -> bool {
         self.key.equivalent(&stored.key) && self.live.is_none_or(|live| live.admits(stored))
     }
 }
 
-impl Liveness {
+impl Liveness<'_> {
     #[inline]
-    fn admits<K>(self, stored: &Stored<K>) -> bool {
+    fn admits<K>(self, stored: &EntryKey<K>) -> bool {
         if stored.epoch != self.epoch {
             return false;
         }
         if stored.expires_at == NEVER && self.max_age.is_none() {
             return true;
         }
-        let now = ticks(Instant::now());
+        let now = self.clock.ticks();
         let expired = now >= stored.expires_at
             || self
                 .max_age
@@ -109,13 +99,13 @@ impl Liveness {
 }
 
 /// Any entry of `key`, live or not.
-fn any<K: ?Sized>(key: &K) -> Lookup<'_, K> {
-    Lookup { key, live: None }
+fn any<K: ?Sized>(key: &K) -> Probe<'_, K> {
+    Probe { key, live: None }
 }
 
-impl<K> Stored<K> {
+impl<K> EntryKey<K> {
     fn new(key: K, epoch: u64, stored_at: u64, expires_at: u64) -> Self {
-        Stored {
+        EntryKey {
             key,
             epoch,
             stored_at,
@@ -126,8 +116,9 @@ impl<K> Stored<K> {
 
 /// One function's L1, keyed by `K` (see `call_key`).
 pub(crate) struct L1<V, K> {
-    entries: Cache<Stored<K>, V>,
+    entries: Cache<EntryKey<K>, V>,
     ttl: Option<Duration>,
+    clock: Clock,
     /// Every entry stored with an L2 id is in here (the converse need not hold: ids of
     /// evicted entries linger until the next prune).
     ids: Mutex<HashMap<EntryId, K>>,
@@ -135,11 +126,12 @@ pub(crate) struct L1<V, K> {
 }
 
 impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'static> L1<V, K> {
-    pub(crate) fn new(capacity: u64, ttl: Option<Duration>) -> Self {
+    pub(crate) fn new(capacity: u64, ttl: Option<Duration>, clock: Clock) -> Self {
         let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
         L1 {
             entries: Cache::new(capacity),
             ttl,
+            clock,
             ids: Mutex::new(HashMap::new()),
             prune_at: capacity.saturating_mul(2).saturating_add(64),
         }
@@ -152,9 +144,13 @@ impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'sta
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
-        self.entries.get(&Lookup {
+        self.entries.get(&Probe {
             key,
-            live: Some(Liveness { epoch, max_age }),
+            live: Some(Liveness {
+                epoch,
+                max_age,
+                clock: &self.clock,
+            }),
         })
     }
 
@@ -168,7 +164,7 @@ impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'sta
         epoch: u64,
         remaining: Option<Duration>,
     ) {
-        let stored_at = ticks(Instant::now());
+        let stored_at = self.clock.ticks();
         let lifetime = match (self.ttl, remaining) {
             (Some(ttl), Some(remaining)) => Some(ttl.min(remaining)),
             (ttl, remaining) => ttl.or(remaining),
@@ -176,7 +172,7 @@ impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'sta
         let expires_at = lifetime.map_or(NEVER, |lifetime| stored_at.saturating_add(nanos(lifetime)));
         let Some(id) = id else {
             self.entries
-                .insert(Stored::new(key, epoch, stored_at, expires_at), value);
+                .insert(EntryKey::new(key, epoch, stored_at, expires_at), value);
             return;
         };
         // Index and entry change together under the index lock, so a prune never sees one
@@ -184,7 +180,7 @@ impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'sta
         let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
         ids.insert(*id, key.clone());
         self.entries
-            .insert(Stored::new(key, epoch, stored_at, expires_at), value);
+            .insert(EntryKey::new(key, epoch, stored_at, expires_at), value);
         if ids.len() > self.prune_at {
             ids.retain(|_, key| self.entries.contains_key(&any(key)));
         }
@@ -212,6 +208,7 @@ impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'sta
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::MockClock;
 
     fn k(n: u8) -> u8 {
         n
@@ -219,7 +216,7 @@ mod tests {
 
     #[test]
     fn stores_and_removes() {
-        let l1 = L1::new(10, None);
+        let l1 = L1::new(10, None, Clock::System);
         l1.insert(k(1), None, "a", 0, None);
         assert_eq!(l1.get(&k(1), 0, None), Some("a"));
         assert_eq!(l1.get(&k(2), 0, None), None);
@@ -229,28 +226,31 @@ mod tests {
 
     #[test]
     fn an_entry_of_an_older_epoch_is_dead() {
-        let l1 = L1::new(10, None);
+        let l1 = L1::new(10, None, Clock::System);
         l1.insert(k(1), None, "a", 3, None);
         assert_eq!(l1.get(&k(1), 4, None), None);
     }
 
     #[test]
     fn an_entry_dies_with_its_l2_row_or_its_ttl() {
-        let l1 = L1::new(10, Some(Duration::from_secs(60)));
+        let l1 = L1::new(10, Some(Duration::from_secs(60)), Clock::System);
         l1.insert(k(1), None, "short", 0, Some(Duration::ZERO));
         l1.insert(k(2), None, "long", 0, Some(Duration::from_secs(3600)));
         assert_eq!(l1.get(&k(1), 0, None), None);
         assert_eq!(l1.get(&k(2), 0, None), Some("long"));
 
-        let l1 = L1::new(10, Some(Duration::from_millis(1)));
+        let (clock, mock) = MockClock::new();
+        let l1 = L1::new(10, Some(Duration::from_millis(10)), mock);
         l1.insert(k(1), None, "a", 0, None);
-        std::thread::sleep(Duration::from_millis(5)); // waiting out a TTL is the behaviour under test
+        clock.advance(Duration::from_millis(9));
+        assert_eq!(l1.get(&k(1), 0, None), Some("a"));
+        clock.advance(Duration::from_millis(1));
         assert_eq!(l1.get(&k(1), 0, None), None);
     }
 
     #[test]
     fn entries_stored_with_an_id_can_be_removed_by_it_and_the_index_is_pruned() {
-        let l1 = L1::new(2, None);
+        let l1 = L1::new(2, None, Clock::System);
         l1.insert(k(1), Some(&[1; 32]), "a", 0, None);
         l1.insert(k(2), Some(&[2; 32]), "b", 0, None);
         l1.remove_by_id(&[1; 32]);
@@ -272,10 +272,11 @@ mod tests {
 
     #[test]
     fn with_a_max_age_older_entries_are_not_served() {
-        let l1 = L1::new(10, None);
+        let (clock, mock) = MockClock::new();
+        let l1 = L1::new(10, None, mock);
         l1.insert(k(1), None, "a", 0, None);
-        std::thread::sleep(Duration::from_millis(5)); // the entry's age is the behaviour under test
-        assert_eq!(l1.get(&k(1), 0, Some(Duration::from_millis(1))), None);
-        assert_eq!(l1.get(&k(1), 0, Some(Duration::from_secs(60))), Some("a"));
+        clock.advance(Duration::from_millis(5));
+        assert_eq!(l1.get(&k(1), 0, Some(Duration::from_millis(5))), Some("a"));
+        assert_eq!(l1.get(&k(1), 0, Some(Duration::from_millis(4))), None);
     }
 }

@@ -7,40 +7,52 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod backend;
 mod breaker;
 mod cache;
 mod call_key;
+mod clock;
 mod codec;
 mod error;
+mod guard;
 mod invalidation;
 mod key;
 mod l1;
-mod l2;
 mod listener;
+#[cfg(test)]
+mod memory;
+mod notice;
+mod output;
 mod policy;
+mod postgres;
+mod process;
 mod readers;
+mod registry;
 mod runtime;
 mod single_flight;
 mod site;
+mod spec;
 mod stats;
 mod sweeper;
 
 pub use deadpool_postgres;
 pub use error::BackendError;
-pub use invalidation::clear_l1;
 pub use policy::BackendFailureMode;
+pub use registry::{clear_l1, stats};
 pub use runtime::{shutdown, Runtime, RuntimeBuilder};
-pub use stats::{stats, FunctionStats};
+pub use stats::FunctionStats;
 
 /// What `#[tiered_cached]` expands to. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::cache::FnCache;
-    pub use crate::call_key::{ByteKey, CallKey, KeyPart, Parts, Resolved};
+    pub use crate::call_key::{ByteKey, CallKey, KeyPart, Parts, Resolved, MAX_PARTS, SCALAR_PARTS};
     pub use crate::codec::{serde_codec, Codec};
     pub use crate::error::BackendError;
     pub use crate::key::{key, Key};
-    pub use crate::policy::BackendFailureMode;
-    pub use crate::site::{CacheName, Site, Spec, WriteMode};
+    pub use crate::output::Output;
+    pub use crate::policy::{escalate, OnFailure};
+    pub use crate::site::Site;
+    pub use crate::spec::{CacheName, Spec, WriteMode};
     pub use core::time::Duration;
 }

@@ -2,40 +2,14 @@
 //! processes invalidated, and caps L1 staleness while it is disconnected.
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst};
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use crate::invalidation::registry;
-use crate::l2::Payload;
-
-const NOT_LISTENING: u8 = 0;
-const UP: u8 = 1;
-const DOWN: u8 = 2;
-
-/// Whether this process hears other processes' invalidations right now.
-static STATE: AtomicU8 = AtomicU8::new(NOT_LISTENING);
-static STALENESS_BOUND_NANOS: AtomicU64 = AtomicU64::new(0);
-
-/// Whether the listener is connected, so invalidations made by other processes reach this one.
-pub(crate) fn listening() -> bool {
-    STATE.load(Relaxed) == UP
-}
-
-/// While an installed listener is down, the age past which an L1 entry of an L2-backed
-/// function is no longer served (it may have been invalidated elsewhere meanwhile).
-#[inline]
-pub(crate) fn staleness_cap() -> Option<Duration> {
-    match STATE.load(Relaxed) {
-        DOWN => Some(Duration::from_nanos(STALENESS_BOUND_NANOS.load(Relaxed))),
-        _ => None,
-    }
-}
+use crate::process::Process;
 
 /// How the listener connects and what it listens to.
 pub(crate) struct ListenerSettings {
@@ -49,18 +23,22 @@ pub(crate) struct ListenerSettings {
     pub(crate) staleness_bound: Duration,
 }
 
-/// Listens until `stop` is cancelled, reconnecting with backoff after every loss; `listening`
-/// is notified each time it is connected.
-pub(crate) async fn run(settings: ListenerSettings, stop: CancellationToken, listening: Arc<Notify>) {
-    STALENESS_BOUND_NANOS.store(settings.staleness_bound.as_nanos() as u64, Relaxed);
-    STATE.store(DOWN, SeqCst);
+/// Listens for `process` until `stop` is cancelled, reconnecting with backoff after every
+/// loss; `listening` is notified each time it is connected.
+pub(crate) async fn run(
+    settings: ListenerSettings,
+    process: &'static Process,
+    stop: CancellationToken,
+    listening: Arc<Notify>,
+) {
+    process.listener.start(settings.staleness_bound);
     let mut pause = Duration::from_millis(50);
     loop {
         let outcome = tokio::select! {
             () = stop.cancelled() => break,
-            outcome = listen(&settings, &listening) => outcome,
+            outcome = listen(&settings, process, &listening) => outcome,
         };
-        if STATE.swap(DOWN, SeqCst) == UP {
+        if process.listener.disconnected() {
             pause = Duration::from_millis(50);
         }
         if let Err(reason) = outcome {
@@ -72,11 +50,11 @@ pub(crate) async fn run(settings: ListenerSettings, stop: CancellationToken, lis
         }
         pause = (pause * 2).min(Duration::from_secs(5));
     }
-    STATE.store(NOT_LISTENING, SeqCst);
+    process.listener.stopped();
 }
 
 /// One connection's life: returns when it is lost.
-async fn listen(settings: &ListenerSettings, listening: &Notify) -> Result<(), String> {
+async fn listen(settings: &ListenerSettings, process: &Process, listening: &Notify) -> Result<(), String> {
     let (client, mut connection) = tokio::time::timeout(settings.timeout, settings.config.connect(NoTls))
         .await
         .map_err(|_| format!("connecting timed out after {:?}", settings.timeout))?
@@ -99,12 +77,8 @@ async fn listen(settings: &ListenerSettings, listening: &Notify) -> Result<(), S
         .map_err(|err| err.to_string())?;
     // Whatever was invalidated while nobody listened is unknown: drop it all. Clearing bumps
     // each function's epoch, so computations that read L2 before now cannot store either.
-    for cache in registry().caches() {
-        if cache.has_l2() {
-            cache.clear_l1();
-        }
-    }
-    STATE.store(UP, SeqCst);
+    process.registry.clear_l1(true);
+    process.listener.connected();
     listening.notify_one();
     tracing::info!(channel = settings.channel, "tiered: listening for invalidations");
 
@@ -112,7 +86,7 @@ async fn listen(settings: &ListenerSettings, listening: &Notify) -> Result<(), S
     loop {
         tokio::select! {
             payload = received.recv() => match payload {
-                Some(payload) => apply(&payload, settings.origin),
+                Some(payload) => process.registry.apply(&payload, settings.origin),
                 None => return Err("connection closed".to_owned()),
             },
             _ = heartbeat.tick() => {
@@ -121,22 +95,6 @@ async fn listen(settings: &ListenerSettings, listening: &Notify) -> Result<(), S
                     .map_err(|_| format!("no answer within {:?}", settings.timeout))?
                     .map_err(|err| err.to_string())?;
             }
-        }
-    }
-}
-
-/// Applies another process's invalidation to this process's L1.
-fn apply(payload: &str, own_origin: u64) {
-    let Some(notice) = Payload::parse(payload) else {
-        tracing::warn!(payload, "tiered: ignoring a malformed invalidation notice");
-        return;
-    };
-    if notice.origin == own_origin {
-        return;
-    }
-    for cache in registry().caches() {
-        if cache.name() == notice.function {
-            cache.evict_remote(&notice.notice);
         }
     }
 }

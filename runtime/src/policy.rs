@@ -1,8 +1,11 @@
-//! The failure policy: what a cached function does when an L2 operation fails.
+//! The failure policy: what a cached function does when an L2 operation fails: retry it,
+//! absorb the error (log it, carry on with L1) or hand it to the caller.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::clock::{nanos, Clock};
 use crate::error::BackendError;
 use crate::stats::FnStats;
 
@@ -48,6 +51,156 @@ impl BackendFailureMode {
     }
 }
 
+/// A function's failure policy as the attribute gives it: its mode and, under `Error`, how a
+/// backend error becomes the function's output `R` (so the mode is written once, and
+/// `E: From<BackendError>` is required only where it is used).
+pub enum OnFailure<R> {
+    /// [`BackendFailureMode::L1Only`].
+    L1Only,
+    /// [`BackendFailureMode::Retry`].
+    Retry {
+        /// Total attempts, the first included.
+        attempts: u8,
+    },
+    /// [`BackendFailureMode::Error`], with the conversion into the function's output
+    /// ([`escalate`]).
+    Error(fn(BackendError) -> R),
+}
+
+impl<R> Clone for OnFailure<R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for OnFailure<R> {}
+
+impl<R> std::fmt::Debug for OnFailure<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.mode().fmt(f)
+    }
+}
+
+/// `on_failure = "error"`: a backend error as the function's `Err`. Its bound is the one the
+/// attribute requires of the error type, so a missing `From` is one error, at that type.
+pub fn escalate<V, E: From<BackendError>>(err: BackendError) -> Result<V, E> {
+    Err(E::from(err))
+}
+
+impl<R> OnFailure<R> {
+    /// The mode, as users name it.
+    pub fn mode(&self) -> BackendFailureMode {
+        match *self {
+            OnFailure::L1Only => BackendFailureMode::L1Only,
+            OnFailure::Retry { attempts } => BackendFailureMode::Retry { attempts },
+            OnFailure::Error(_) => BackendFailureMode::Error,
+        }
+    }
+
+    /// What the outcome of an L2 operation of the call path becomes: `Ok` if it succeeded or
+    /// its error is absorbed (logged), `Err(output)` if the error goes to the caller.
+    pub(crate) fn settle(
+        &self,
+        log: &ErrorLog,
+        operation: &str,
+        outcome: Result<(), BackendError>,
+    ) -> Result<(), R> {
+        let Err(err) = outcome else { return Ok(()) };
+        match *self {
+            OnFailure::Error(escalate) => Err(escalate(err)),
+            OnFailure::L1Only | OnFailure::Retry { .. } => {
+                log.absorbed(operation, &err);
+                Ok(())
+            }
+        }
+    }
+
+    /// [`OnFailure::settle`] for `invalidate_*`, which return the backend error itself.
+    pub(crate) fn settle_helper(
+        &self,
+        log: &ErrorLog,
+        operation: &str,
+        outcome: Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        let Err(err) = outcome else { return Ok(()) };
+        match self {
+            OnFailure::Error(_) => Err(err),
+            OnFailure::L1Only | OnFailure::Retry { .. } => {
+                log.absorbed(operation, &err);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `NotConfigured` is logged once per process: it is a set-up choice, not an incident.
+static WARNED_NOT_CONFIGURED: AtomicBool = AtomicBool::new(false);
+
+/// The log of one cache's absorbed backend errors: at most one line per [`ErrorLog::PERIOD`],
+/// with a count of the ones not logged. An open breaker is not logged per call at all: the
+/// breaker logs when it opens and closes.
+pub(crate) struct ErrorLog {
+    cache: &'static str,
+    clock: Clock,
+    /// In clock ticks; 0: log the next one.
+    quiet_until: AtomicU64,
+    unlogged: AtomicU64,
+}
+
+impl ErrorLog {
+    const PERIOD: Duration = Duration::from_secs(10);
+
+    pub(crate) fn new(cache: &'static str, clock: Clock) -> Self {
+        ErrorLog {
+            cache,
+            clock,
+            quiet_until: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+        }
+    }
+
+    /// Logs an error that the policy absorbed (or that no caller waits for).
+    pub(crate) fn absorbed(&self, operation: &str, err: &BackendError) {
+        match err {
+            BackendError::CircuitOpen { .. } => {}
+            BackendError::NotConfigured => {
+                if !WARNED_NOT_CONFIGURED.swap(true, Relaxed) {
+                    tracing::warn!(
+                        cache = self.cache,
+                        "tiered: {err}; backend = \"pg\" functions run with L1 only"
+                    );
+                }
+            }
+            err => {
+                let now = self.clock.ticks();
+                let quiet_until = self.quiet_until.load(Relaxed);
+                let due = now >= quiet_until
+                    && self
+                        .quiet_until
+                        .compare_exchange(
+                            quiet_until,
+                            now.saturating_add(nanos(Self::PERIOD)),
+                            Relaxed,
+                            Relaxed,
+                        )
+                        .is_ok();
+                if !due {
+                    self.unlogged.fetch_add(1, Relaxed);
+                    return;
+                }
+                let unlogged = self.unlogged.swap(0, Relaxed);
+                tracing::warn!(
+                    cache = self.cache,
+                    operation,
+                    error = %err,
+                    unlogged,
+                    "tiered: L2 unavailable; carrying on with L1 only"
+                );
+            }
+        }
+    }
+}
+
 /// The backoff between retries: `base * 2^(n-1)`, capped at `max`, plus 0–25 % jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Backoff {
@@ -71,11 +224,13 @@ impl Backoff {
     }
 }
 
-/// Runs `op` under `mode`: once, or up to `attempts` times while its error is retryable.
-/// Returns the last error when every attempt failed; the caller then applies the mode.
+/// Runs `op` under `mode`: once, or up to `attempts` times while its error is retryable,
+/// pausing by `clock`. Returns the last error when every attempt failed; the caller then
+/// settles it ([`OnFailure::settle`]).
 pub(crate) async fn run<T, F, Fut>(
     mode: BackendFailureMode,
     backoff: Backoff,
+    clock: &Clock,
     stats: &FnStats,
     name: &str,
     mut op: F,
@@ -100,7 +255,7 @@ where
                 let pause = backoff.delay(attempt);
                 tracing::debug!(cache = name, attempt, ?pause, error = %err, "tiered: retrying L2 operation");
                 stats.retry();
-                tokio::time::sleep(pause).await;
+                clock.sleep(pause).await;
                 attempt += 1;
             }
         }
@@ -110,6 +265,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::MockClock;
 
     #[test]
     fn delay_grows_exponentially_is_capped_and_jittered_by_at_most_a_quarter() {
@@ -144,6 +300,7 @@ mod tests {
                 base: Duration::from_millis(1),
                 max: Duration::from_millis(2),
             },
+            &MockClock::new().1,
             &stats,
             "t",
             || {

@@ -4,8 +4,8 @@
 //! A connection checked out of the pool carries one query per round trip, and each costs its
 //! own system calls and wake-ups on both sides. Queries issued together on one shared
 //! connection travel and are answered together: in `benches/l2.rs`, 64 tasks reading through 8
-//! shared connections make 1.7 times the reads per second of the same tasks checking out 8
-//! pooled ones (more than `pgbench -S` with 8 clients). Writes, invalidations and sweeps still
+//! shared connections make far more reads per second than the same tasks checking out 8
+//! pooled ones (BENCHMARKS.md, L2 throughput). Writes, invalidations and sweeps still
 //! check out a connection of their own.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

@@ -1,37 +1,21 @@
 //! Start-up and shut-down: `Runtime::builder()…install()` connects L2 for the whole process.
 
 use std::str::FromStr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::breaker::BreakerSettings;
+use crate::backend::L2;
+use crate::breaker::{Breaker, BreakerSettings};
 use crate::error::BackendError;
-use crate::l2::{L2Settings, PgBackend};
+use crate::guard::Guarded;
 use crate::listener::{self, ListenerSettings};
 use crate::policy::Backoff;
+use crate::postgres::{PgBackend, PgSettings};
+use crate::process::{Installed, PROCESS};
 use crate::sweeper;
-
-/// The installed backend and the background work that depends on it.
-pub(crate) struct Installed {
-    pub(crate) backend: PgBackend,
-    pub(crate) backoff: Backoff,
-    /// Write-behind tasks, the listener and the sweeper, awaited by [`shutdown`].
-    pub(crate) tasks: TaskTracker,
-    /// Stops the listener and the sweeper.
-    stop: CancellationToken,
-}
-
-static INSTALLED: RwLock<Option<Arc<Installed>>> = RwLock::new(None);
-
-/// The installed backend, if any. Taken on the miss path only, never on an L1 hit.
-pub(crate) fn installed() -> Option<Arc<Installed>> {
-    INSTALLED.read().unwrap_or_else(PoisonError::into_inner).clone()
-}
 
 /// The process-wide tiered runtime: the PostgreSQL L2 shared by every `backend = "pg"`
 /// function. Configure it with [`Runtime::builder`].
@@ -218,21 +202,19 @@ impl RuntimeBuilder {
             }
             Some(Source::Pool(pool)) => (pool, "the pool given to postgres_pool".to_owned(), None),
         };
-        if installed().is_some() {
+        if PROCESS.installed().is_some() {
             return Err(BackendError::AlreadyInstalled);
         }
         let origin = fastrand::u64(..);
         let connect_timeout = self.connect_timeout.max(self.l2_timeout);
-        let settings = L2Settings {
+        let settings = PgSettings {
             table: self.table,
-            namespace: self.namespace,
-            target,
-            timeout: self.l2_timeout,
+            namespace: self.namespace.clone(),
+            target: target.clone(),
             connect_timeout,
-            breaker: self.breaker,
             origin,
         };
-        let backend = PgBackend::connect(pool, settings).await?;
+        let backend = Arc::new(PgBackend::connect(pool, settings).await?);
         let listener = listen_config.or(url_config).map(|mut config| ListenerSettings {
             // Named, so operators (and tests) can tell it from pooled connections.
             config: config
@@ -244,34 +226,29 @@ impl RuntimeBuilder {
             timeout: connect_timeout,
             staleness_bound: self.staleness_bound,
         });
-        let installed = Arc::new(Installed {
-            backend,
-            backoff: self.backoff,
-            tasks: TaskTracker::new(),
-            stop: CancellationToken::new(),
-        });
-        {
-            let mut slot = INSTALLED.write().unwrap_or_else(PoisonError::into_inner);
-            if slot.is_some() {
-                return Err(BackendError::AlreadyInstalled);
-            }
-            *slot = Some(installed.clone());
-        }
-        tracing::info!(
-            target = installed.backend.target(),
-            "tiered: PostgreSQL L2 installed"
-        );
+        let l2: Arc<dyn L2> = backend.clone();
+        let breaker = Breaker::new(self.breaker, PROCESS.clock.clone(), target.clone());
+        let installed = Arc::new(Installed::new(
+            Guarded::new(l2, breaker, self.l2_timeout, target),
+            self.namespace,
+            self.backoff,
+        ));
+        PROCESS.install(installed.clone())?;
+        tracing::info!(target = installed.l2.target(), "tiered: PostgreSQL L2 installed");
         installed.tasks.spawn(sweeper::run(
-            Arc::downgrade(&installed),
+            Arc::downgrade(&backend),
             self.sweep_interval,
             installed.stop.clone(),
         ));
         match listener {
             Some(settings) => {
                 let listening = Arc::new(Notify::new());
-                installed
-                    .tasks
-                    .spawn(listener::run(settings, installed.stop.clone(), listening.clone()));
+                installed.tasks.spawn(listener::run(
+                    settings,
+                    &PROCESS,
+                    installed.stop.clone(),
+                    listening.clone(),
+                ));
                 if tokio::time::timeout(connect_timeout, listening.notified())
                     .await
                     .is_err()
@@ -280,8 +257,9 @@ impl RuntimeBuilder {
                 }
             }
             None => tracing::warn!(
-                "tiered: no listen_url for the pool given to postgres_pool: other processes' \
-                 invalidations reach this process's L1 only through its TTL"
+                "tiered: no listen_url for the pool given to postgres_pool: cross-process \
+                 invalidation is off (other processes' invalidations reach this L1 only through \
+                 its TTL); give .listen_url(\"postgres://…\") to turn it on"
             ),
         }
         Ok(())
@@ -382,12 +360,11 @@ fn redact(url: &str) -> String {
 /// # }
 /// ```
 pub async fn shutdown() {
-    let installed = INSTALLED.write().unwrap_or_else(PoisonError::into_inner).take();
-    if let Some(installed) = installed {
+    if let Some(installed) = PROCESS.uninstall() {
         installed.stop.cancel();
         installed.tasks.close();
         installed.tasks.wait().await;
-        installed.backend.close();
+        installed.l2.close();
         tracing::info!("tiered: runtime shut down");
     }
 }
@@ -439,6 +416,6 @@ mod tests {
             err.to_string().contains(&format!("127.0.0.1:{port}/nowhere")),
             "{err}"
         );
-        assert!(installed().is_none());
+        assert!(PROCESS.installed().is_none());
     }
 }

@@ -75,6 +75,15 @@ impl<V: Clone> Flights<V> {
     fn len(&self) -> usize {
         self.map().len()
     }
+
+    /// How many callers take part in the flight of `key` now (0 if there is none).
+    #[cfg(test)]
+    pub(crate) fn participants(&self, key: &KeyBytes) -> usize {
+        // The map holds one reference, each participant one.
+        self.map()
+            .get(key)
+            .map_or(0, |flight| Arc::strong_count(flight) - 1)
+    }
 }
 
 /// Removes a finished or abandoned flight from the map when a participant leaves, even by

@@ -3,73 +3,28 @@
 
 use std::hash::Hash;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use crate::cache::FnCache;
-use crate::codec::Codec;
-use crate::invalidation::registry;
-use crate::policy::BackendFailureMode;
-
-/// When the L2 write after a miss happens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteMode {
-    /// Before the caller gets the value.
-    Through,
-    /// In a background task; the caller does not wait for it.
-    Behind,
-}
-
-/// The name of a function's cache.
-#[derive(Debug, Clone, Copy)]
-pub enum CacheName {
-    /// Given in full (`name = "…"`, or `module_path!()::fn` for a free function).
-    Fixed(&'static str),
-    /// A method's name, to be qualified with its `Self` type's path.
-    Method(&'static str),
-}
-
-/// A function's settings, as checked by the attribute.
-#[derive(Debug)]
-pub struct Spec<V: 'static> {
-    /// `name`.
-    pub name: CacheName,
-    /// `version`: part of the L2 key.
-    pub version: u32,
-    /// `on_failure`.
-    pub on_failure: BackendFailureMode,
-    /// `l1_ttl` (or `ttl`); `None`: no expiry.
-    pub l1_ttl: Option<Duration>,
-    /// `l2_ttl` (or `ttl`); `None`: no expiry.
-    pub l2_ttl: Option<Duration>,
-    /// `l1_capacity`.
-    pub l1_capacity: u64,
-    /// `write`.
-    pub write: WriteMode,
-    /// `None` for `backend = "none"`.
-    pub codec: Option<Codec<V>>,
-}
-
-impl<V> std::fmt::Debug for Codec<V> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Codec")
-    }
-}
+use crate::output::Output;
+use crate::process::PROCESS;
+use crate::spec::{CacheName, Spec};
 
 /// One function's settings and its cache, created on first use; `K` is how its L1 is keyed
-/// (see `call_key`).
+/// (see `call_key`), `R` what the function returns.
 #[derive(Debug)]
-pub struct Site<V: 'static, K: 'static> {
-    spec: Spec<V>,
-    cache: OnceLock<FnCache<V, K>>,
+pub struct Site<V: 'static, K: 'static, R: 'static> {
+    spec: Spec<V, R>,
+    cache: OnceLock<FnCache<V, K, R>>,
 }
 
-impl<V, K> Site<V, K>
+impl<V, K, R> Site<V, K, R>
 where
     V: Clone + Send + Sync + 'static,
     K: Hash + Eq + Clone + Send + Sync + 'static,
+    R: Output<V> + 'static,
 {
     /// A site for a `static`.
-    pub const fn new(spec: Spec<V>) -> Self {
+    pub const fn new(spec: Spec<V, R>) -> Self {
         Site {
             spec,
             cache: OnceLock::new(),
@@ -78,7 +33,7 @@ where
 
     /// The cache of a free function, or of any function with a fixed name.
     #[inline]
-    pub fn get(&'static self) -> &'static FnCache<V, K> {
+    pub fn get(&'static self) -> &'static FnCache<V, K, R> {
         match self.cache.get() {
             Some(cache) => cache,
             None => self.create(|| None),
@@ -88,7 +43,7 @@ where
     /// The cache of a method of `Owner`: without `name`, it is called `<Owner path>::<method>`,
     /// so equally named methods of different types never share a cache.
     #[inline]
-    pub fn get_for<Owner: ?Sized>(&'static self) -> &'static FnCache<V, K> {
+    pub fn get_for<Owner: ?Sized>(&'static self) -> &'static FnCache<V, K, R> {
         match self.cache.get() {
             Some(cache) => cache,
             None => self.create(|| Some(std::any::type_name::<Owner>())),
@@ -96,7 +51,7 @@ where
     }
 
     #[cold]
-    fn create(&'static self, owner: impl FnOnce() -> Option<&'static str>) -> &'static FnCache<V, K> {
+    fn create(&'static self, owner: impl FnOnce() -> Option<&'static str>) -> &'static FnCache<V, K, R> {
         let mut created = false;
         let cache = self.cache.get_or_init(|| {
             created = true;
@@ -107,10 +62,10 @@ where
                     Box::leak(format!("{owner}::{method}").into_boxed_str())
                 }
             };
-            FnCache::new(name, &self.spec)
+            FnCache::new(name, &self.spec, &PROCESS)
         });
         if created {
-            registry().register(cache);
+            PROCESS.registry.register(cache);
         }
         cache
     }

@@ -1,14 +1,12 @@
 //! Per-function counters behind `tiered::stats()`.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use thread_local::ThreadLocal;
 
-use crate::invalidation::registry;
-
-/// Counts for one cached function (one cache `name`), as returned by [`stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counts for one cached function (one cache `name`), as returned by [`stats`](crate::stats).
+/// It serializes as a map of its counts, for a `/stats` endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct FunctionStats {
     /// Calls answered from the in-process L1.
@@ -115,22 +113,4 @@ impl std::ops::AddAssign for FunctionStats {
         self.short_circuited += other.short_circuited;
         self.invalidations += other.invalidations;
     }
-}
-
-/// Counts for every cached function used so far in this process, by cache name.
-///
-/// A function appears once it has been called (or invalidated) for the first time.
-///
-/// ```
-/// let all = tiered_runtime::stats();
-/// for (name, counts) in &all {
-///     println!("{name}: {} L1 hits, {} origin calls", counts.l1_hits, counts.misses);
-/// }
-/// ```
-pub fn stats() -> BTreeMap<String, FunctionStats> {
-    let mut all = BTreeMap::<String, FunctionStats>::new();
-    for cache in registry().caches() {
-        *all.entry(cache.name().to_owned()).or_default() += cache.stats();
-    }
-    all
 }

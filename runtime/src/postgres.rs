@@ -1,0 +1,479 @@
+//! The PostgreSQL L2: the cache table's SQL and the mapping of its rows.
+//!
+//! One row per entry, keyed by its [`EntryId`]; a tombstone is a row whose `value` is `NULL`.
+//! `<table>_epochs` holds each function's invalidate-all epoch. Only parameterised SQL
+//! touches user data; the table name is validated before it is spliced in.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use sha2::{Digest, Sha256};
+use tokio_postgres::types::ToSql;
+
+use crate::backend::{Entry, EntryId, Observed, Op, Row, L2, TOMBSTONE_LIFETIME};
+use crate::error::BackendError;
+use crate::notice::{Notice, Payload};
+use crate::readers::{Reader, Readers};
+
+/// The PostgreSQL backend.
+pub(crate) struct PgBackend {
+    pool: Pool,
+    readers: Readers,
+    table: String,
+    namespace: String,
+    target: String,
+    sql: Statements,
+    /// The NOTIFY channel of this table and namespace.
+    channel: String,
+    origin: u64,
+}
+
+/// Where and how the backend connects, from the builder.
+pub(crate) struct PgSettings {
+    pub(crate) table: String,
+    pub(crate) namespace: String,
+    /// `host:port/database`, for error messages.
+    pub(crate) target: String,
+    /// The limit of the first connection and the schema set-up at install.
+    pub(crate) connect_timeout: Duration,
+    /// This runtime's id in the notices it sends.
+    pub(crate) origin: u64,
+}
+
+/// The statements, with the validated table name spliced in; user data is always a parameter.
+struct Statements {
+    /// The row and the function's current epoch (a join), for when the process does not know
+    /// that epoch.
+    read: String,
+    /// The row alone, a primary-key lookup: for when the process knows the function's epoch.
+    read_row: String,
+    write: String,
+    overwrite: String,
+    invalidate: String,
+    invalidate_all: String,
+    sweep_expired: String,
+    sweep_dead_epochs: String,
+}
+
+impl Statements {
+    fn new(table: &str) -> Self {
+        let epoch =
+            format!("COALESCE((SELECT epoch FROM {table}_epochs WHERE namespace = $2 AND function = $3), 0)");
+        let columns = "(id, namespace, function, version, value, generation, epoch, expires_at)";
+        Statements {
+            read: format!(
+                "SELECT e.epoch, c.value, c.generation, c.epoch, \
+                        EXTRACT(EPOCH FROM c.expires_at - now())::float8 \
+                 FROM (SELECT {epoch} AS epoch) e LEFT JOIN {table} c ON c.id = $1"
+            ),
+            read_row: format!(
+                "SELECT value, generation, epoch, EXTRACT(EPOCH FROM expires_at - now())::float8 \
+                 FROM {table} WHERE id = $1"
+            ),
+            write: format!(
+                "INSERT INTO {table} AS c {columns} \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8) WHERE {epoch} = $7 \
+                 ON CONFLICT (id) DO UPDATE SET value = EXCLUDED.value, epoch = EXCLUDED.epoch, \
+                     expires_at = EXCLUDED.expires_at, updated_at = now() \
+                 WHERE c.generation = EXCLUDED.generation"
+            ),
+            // The changes other processes must hear of notify in the same statement, hence the
+            // same transaction: a notice is sent if and only if the change committed.
+            overwrite: format!(
+                "WITH changed AS (INSERT INTO {table} AS c {columns} \
+                 VALUES ($1, $2, $3, $4, $5, 1, {epoch}, now() + make_interval(secs => $6)) \
+                 ON CONFLICT (id) DO UPDATE SET value = EXCLUDED.value, generation = c.generation + 1, \
+                     epoch = EXCLUDED.epoch, expires_at = EXCLUDED.expires_at, updated_at = now() \
+                 RETURNING 1) SELECT pg_notify($7, $8) FROM changed"
+            ),
+            invalidate: format!(
+                "WITH changed AS (INSERT INTO {table} AS c {columns} \
+                 VALUES ($1, $2, $3, $4, NULL, 1, 0, now() + make_interval(secs => $5)) \
+                 ON CONFLICT (id) DO UPDATE SET value = NULL, generation = c.generation + 1, \
+                     expires_at = EXCLUDED.expires_at, updated_at = now() \
+                 RETURNING 1) SELECT pg_notify($6, $7) FROM changed"
+            ),
+            invalidate_all: format!(
+                "WITH changed AS (INSERT INTO {table}_epochs AS e (namespace, function, epoch) \
+                 VALUES ($1, $2, 1) ON CONFLICT (namespace, function) DO UPDATE SET epoch = e.epoch + 1 \
+                 RETURNING 1) SELECT pg_notify($3, $4) FROM changed"
+            ),
+            sweep_expired: format!(
+                "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE expires_at < now() \
+                 LIMIT $1 FOR UPDATE SKIP LOCKED)"
+            ),
+            sweep_dead_epochs: format!(
+                "DELETE FROM {table} WHERE id IN (SELECT c.id FROM {table} c JOIN {table}_epochs e \
+                 ON e.namespace = c.namespace AND e.function = c.function \
+                 WHERE c.epoch < e.epoch AND c.value IS NOT NULL LIMIT $1 FOR UPDATE OF c SKIP LOCKED)"
+            ),
+        }
+    }
+}
+
+/// `<table>_<hash of namespace>`: one channel per table and namespace, a valid identifier of
+/// at most 57 characters.
+fn channel(table: &str, namespace: &str) -> String {
+    let digest = Sha256::digest(namespace.as_bytes());
+    format!(
+        "{table}_{:02x}{:02x}{:02x}{:02x}",
+        digest[0], digest[1], digest[2], digest[3]
+    )
+}
+
+fn seconds(duration: Option<Duration>) -> Option<f64> {
+    duration.map(|d| d.as_secs_f64())
+}
+
+impl PgBackend {
+    /// Checks out a connection, creates the tables if missing, and returns the backend.
+    pub(crate) async fn connect(pool: Pool, settings: PgSettings) -> Result<Self, BackendError> {
+        let backend = PgBackend {
+            readers: Readers::for_pool(&pool),
+            sql: Statements::new(&settings.table),
+            channel: channel(&settings.table, &settings.namespace),
+            origin: settings.origin,
+            pool,
+            table: settings.table,
+            namespace: settings.namespace,
+            target: settings.target,
+        };
+        let timeout = settings.connect_timeout;
+        tokio::time::timeout(timeout, backend.create_schema())
+            .await
+            .unwrap_or_else(|_| {
+                Err(BackendError::Timeout {
+                    operation: "create table",
+                    target: backend.target.clone(),
+                    timeout,
+                })
+            })?;
+        Ok(backend)
+    }
+
+    async fn create_schema(&self) -> Result<(), BackendError> {
+        let table = &self.table;
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                 id bytea PRIMARY KEY,
+                 namespace text NOT NULL,
+                 function text NOT NULL,
+                 version bigint NOT NULL,
+                 value bytea,
+                 generation bigint NOT NULL,
+                 epoch bigint NOT NULL,
+                 expires_at timestamptz,
+                 updated_at timestamptz NOT NULL DEFAULT now()
+             );
+             COMMENT ON COLUMN {table}.value IS 'NULL: a tombstone left by an invalidation';
+             CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at) WHERE expires_at IS NOT NULL;
+             CREATE TABLE IF NOT EXISTS {table}_epochs (
+                 namespace text NOT NULL,
+                 function text NOT NULL,
+                 epoch bigint NOT NULL,
+                 PRIMARY KEY (namespace, function)
+             );"
+        );
+        self.with_client("create table", |mut client| async move {
+            let tx = client.transaction().await?;
+            // Serialise concurrent installs: CREATE ... IF NOT EXISTS races on the catalog.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                &[&format!("tiered:{table}")],
+            )
+            .await?;
+            tx.batch_execute(&ddl).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    /// Reads an entry's row: a primary-key lookup when the function's epoch is known, else
+    /// joined with the function's current epoch.
+    async fn read_row(
+        &self,
+        function: &str,
+        id: &EntryId,
+        known_epoch: Option<i64>,
+    ) -> Result<Row, BackendError> {
+        /// The row's columns, in the order both read statements select them.
+        struct Columns {
+            value: Option<Vec<u8>>,
+            generation: Option<i64>,
+            epoch: Option<i64>,
+            seconds_left: Option<f64>,
+        }
+        let (current_epoch, columns) = self
+            .with_reader("read", |client| async move {
+                let (current_epoch, row, first) = match known_epoch {
+                    Some(epoch) => {
+                        let statement = client.prepare_cached(&self.sql.read_row).await?;
+                        (epoch, client.query_opt(&statement, &[&&id[..]]).await?, 0)
+                    }
+                    None => {
+                        let statement = client.prepare_cached(&self.sql.read).await?;
+                        let row = client
+                            .query_one(&statement, &[&&id[..], &self.namespace, &function])
+                            .await?;
+                        (row.try_get::<_, i64>(0)?, Some(row), 1)
+                    }
+                };
+                let columns = match row {
+                    None => None,
+                    Some(row) => Some(Columns {
+                        value: row.try_get(first)?,
+                        generation: row.try_get(first + 1)?,
+                        epoch: row.try_get(first + 2)?,
+                        seconds_left: row.try_get(first + 3)?,
+                    }),
+                };
+                Ok((current_epoch, columns))
+            })
+            .await?;
+        let Some(columns) = columns.filter(|columns| columns.generation.is_some()) else {
+            return Ok(Row {
+                value: None,
+                remaining: None,
+                observed: Observed {
+                    generation: 0,
+                    epoch: current_epoch,
+                },
+            });
+        };
+        let live = columns.epoch == Some(current_epoch) && columns.seconds_left.is_none_or(|left| left > 0.0);
+        Ok(Row {
+            value: columns.value.filter(|_| live),
+            remaining: columns
+                .seconds_left
+                .map(|left| Duration::from_secs_f64(left.max(0.0))),
+            observed: Observed {
+                generation: columns.generation.unwrap_or(0),
+                epoch: current_epoch,
+            },
+        })
+    }
+
+    /// Runs one prepared statement; returns the rows it affected.
+    async fn execute(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, BackendError> {
+        self.with_client(operation, |client| async move {
+            let statement = client.prepare_cached(sql).await?;
+            client.execute(&statement, params).await
+        })
+        .await
+    }
+
+    fn notice(&self, function: &str, notice: Notice) -> String {
+        Payload {
+            origin: self.origin,
+            function,
+            notice,
+        }
+        .encode()
+    }
+
+    /// The channel other processes' notices arrive on.
+    pub(crate) fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Deletes expired rows and rows of dead epochs, in batches of `batch` rows, each
+    /// statement limited to `statement_timeout` on the server. Returns how many were deleted.
+    pub(crate) async fn sweep(&self, batch: i64, statement_timeout: Duration) -> Result<u64, BackendError> {
+        let mut deleted = 0;
+        for sql in [&self.sql.sweep_expired, &self.sql.sweep_dead_epochs] {
+            loop {
+                let rows = self
+                    .with_client("sweep", |mut client| async move {
+                        let tx = client.transaction().await?;
+                        tx.batch_execute(&format!(
+                            "SET LOCAL statement_timeout = {}",
+                            statement_timeout.as_millis()
+                        ))
+                        .await?;
+                        let rows = tx.execute(sql.as_str(), &[&batch]).await?;
+                        tx.commit().await?;
+                        Ok(rows)
+                    })
+                    .await?;
+                deleted += rows;
+                if rows < batch as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Runs `op` on a pooled connection, mapping every failure to a `BackendError` that says
+    /// what and where. Bounds (timeout, breaker) are the caller's: see `guard`.
+    async fn with_client<'a, T, F, Fut>(&'a self, operation: &'static str, op: F) -> Result<T, BackendError>
+    where
+        F: FnOnce(deadpool_postgres::Object) -> Fut + 'a,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>> + 'a,
+    {
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|err| BackendError::from_pool(&self.target, err))?;
+        op(client)
+            .await
+            .map_err(|err| BackendError::from_query(operation, &self.table, &self.target, &err))
+    }
+
+    /// [`PgBackend::with_client`] for reads: on a shared read connection ([`Readers`]). A read
+    /// that fails retryably or is abandoned (timed out) drops the shared connections: the next
+    /// reads take fresh ones rather than queue behind a stalled one.
+    async fn with_reader<'a, T, F, Fut>(&'a self, operation: &'static str, op: F) -> Result<T, BackendError>
+    where
+        F: FnOnce(Reader) -> Fut + 'a,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>> + 'a,
+    {
+        let abandoned = ClearOnDrop(Some(&self.readers));
+        let outcome = async {
+            let (client, _in_flight) = match self.readers.get(&self.pool).await {
+                Some(reader) => reader.map(|(client, in_flight)| (client, Some(in_flight))),
+                None => self.pool.get().await.map(|client| (Arc::new(client), None)),
+            }
+            .map_err(|err| BackendError::from_pool(&self.target, err))?;
+            op(client)
+                .await
+                .map_err(|err| BackendError::from_query(operation, &self.table, &self.target, &err))
+        }
+        .await;
+        if !matches!(&outcome, Err(err) if err.is_retryable()) {
+            abandoned.disarm();
+        }
+        outcome
+    }
+}
+
+/// Drops the shared read connections when dropped armed.
+struct ClearOnDrop<'a>(Option<&'a Readers>);
+
+impl ClearOnDrop<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(readers) = self.0 {
+            readers.clear();
+        }
+    }
+}
+
+impl L2 for PgBackend {
+    fn read<'a>(&'a self, function: &'a str, id: &'a EntryId, known_epoch: Option<i64>) -> Op<'a, Row> {
+        Box::pin(self.read_row(function, id, known_epoch))
+    }
+
+    fn write<'a>(
+        &'a self,
+        entry: &'a Entry<'a>,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+        observed: Observed,
+    ) -> Op<'a, bool> {
+        Box::pin(async move {
+            let rows = self
+                .execute(
+                    "write",
+                    &self.sql.write,
+                    &[
+                        &&entry.id[..],
+                        &self.namespace,
+                        &entry.function,
+                        &i64::from(entry.version),
+                        &value,
+                        &observed.generation,
+                        &observed.epoch,
+                        &seconds(ttl),
+                    ],
+                )
+                .await?;
+            Ok(rows == 1)
+        })
+    }
+
+    fn overwrite<'a>(&'a self, entry: &'a Entry<'a>, value: &'a [u8], ttl: Option<Duration>) -> Op<'a, ()> {
+        Box::pin(async move {
+            let notice = self.notice(entry.function, Notice::of(entry));
+            self.execute(
+                "refresh",
+                &self.sql.overwrite,
+                &[
+                    &&entry.id[..],
+                    &self.namespace,
+                    &entry.function,
+                    &i64::from(entry.version),
+                    &value,
+                    &seconds(ttl),
+                    &self.channel,
+                    &notice,
+                ],
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn invalidate<'a>(&'a self, entry: &'a Entry<'a>) -> Op<'a, ()> {
+        Box::pin(async move {
+            let notice = self.notice(entry.function, Notice::of(entry));
+            self.execute(
+                "invalidate",
+                &self.sql.invalidate,
+                &[
+                    &&entry.id[..],
+                    &self.namespace,
+                    &entry.function,
+                    &i64::from(entry.version),
+                    &TOMBSTONE_LIFETIME.as_secs_f64(),
+                    &self.channel,
+                    &notice,
+                ],
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn invalidate_all<'a>(&'a self, function: &'a str) -> Op<'a, ()> {
+        Box::pin(async move {
+            let notice = self.notice(function, Notice::All);
+            self.execute(
+                "invalidate all",
+                &self.sql.invalidate_all,
+                &[&self.namespace, &function, &self.channel, &notice],
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn close(&self) {
+        self.pool.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_are_short_identifiers_distinct_per_namespace() {
+        let a = channel(&"t".repeat(48), "billing");
+        assert!(a.len() <= 57);
+        assert_ne!(a, channel(&"t".repeat(48), "shipping"));
+    }
+}
