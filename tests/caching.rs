@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{block_on, installed_table, query_i64, serial, session, stats_of};
+use common::{block_on, installed_table, joined_then, query_i64, serial, session, stats_of};
 use serde::{Deserialize, Serialize};
 use tiered::tiered_cached;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 /// Rows of `function` in the cache table holding a value (tombstones excluded).
 async fn live_rows(function: &str) -> i64 {
@@ -426,8 +426,26 @@ async fn written_behind(id: u64) -> u64 {
 fn write_behind_stores_the_row_after_the_call_returned() {
     let _serial = serial();
     block_on(async {
+        // Another session locks the table against writes: the call must return while its
+        // write waits for that lock, and the write must land once the lock is released.
+        let table = installed_table();
+        let locker = session(tiered_testkit::PgServer::shared().url()).await;
+        locker
+            .batch_execute(&format!("BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE"))
+            .await
+            .unwrap();
         assert_eq!(written_behind(4).await, 4);
+        let waiting = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND query LIKE 'INSERT INTO {table} %'"
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
+        while query_i64(&waiting).await[0] == 0 {
+            assert!(Instant::now() < deadline, "no write waits for the lock");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(live_rows("behind").await, 0);
+        locker.batch_execute("COMMIT").await.unwrap();
         while live_rows("behind").await == 0 {
             assert!(Instant::now() < deadline, "the write-behind row never appeared");
             tokio::task::yield_now().await;
@@ -439,11 +457,14 @@ fn write_behind_stores_the_row_after_the_call_returned() {
 }
 
 static COALESCED_RUNS: AtomicUsize = AtomicUsize::new(0);
+/// A permit per caller of `slow` that has joined the flight.
+static COALESCED_JOINED: Semaphore = Semaphore::const_new(0);
 
 #[tiered_cached(name = "coalesced")]
 async fn slow(id: u64) -> u64 {
     COALESCED_RUNS.fetch_add(1, SeqCst);
-    tokio::time::sleep(Duration::from_millis(300)).await; // a slow origin, so the callers overlap
+    // Held until every caller has joined, so none can come late and hit L1.
+    let _ = COALESCED_JOINED.acquire_many(100).await;
     id
 }
 
@@ -451,14 +472,15 @@ async fn slow(id: u64) -> u64 {
 fn concurrent_callers_of_one_cold_key_share_one_body_execution() {
     let _serial = serial();
     block_on(async {
-        let callers: Vec<_> = (0..100).map(|_| tokio::spawn(slow(9))).collect();
+        let callers: Vec<_> = (0..100)
+            .map(|_| tokio::spawn(joined_then(slow(9), &COALESCED_JOINED)))
+            .collect();
         for caller in callers {
             assert_eq!(caller.await.unwrap(), 9);
         }
         assert_eq!(COALESCED_RUNS.load(SeqCst), 1);
         let stats = stats_of("coalesced");
-        assert_eq!(stats.misses, 1);
-        assert_eq!(stats.l1_hits + stats.coalesced, 99);
+        assert_eq!((stats.misses, stats.coalesced, stats.l1_hits), (1, 99, 0));
     });
 }
 

@@ -185,8 +185,10 @@ async fn stalled_strict(id: u64) -> Result<u64, AppError> {
     Ok(id)
 }
 
+/// A real timing bound, stated generously: a call waits out one `l2_timeout` (no less: the
+/// server never answered) and is then answered, well before four of them.
 #[test]
-fn a_stalled_server_costs_a_call_at_most_the_l2_timeout() {
+fn a_stalled_server_costs_a_call_one_l2_timeout_then_it_is_answered() {
     let (_serial, setup) = setup();
     block_on(async {
         setup.proxy.set_mode(ProxyMode::Stall);
@@ -194,7 +196,8 @@ fn a_stalled_server_costs_a_call_at_most_the_l2_timeout() {
         let bounded = |call| tokio::time::timeout(Duration::from_secs(30), call);
         let started = Instant::now();
         assert_eq!(bounded(stalled(1)).await.expect("the call hung"), 1);
-        assert!(started.elapsed() < L2_TIMEOUT * 4, "took {:?}", started.elapsed());
+        let took = started.elapsed();
+        assert!(took >= L2_TIMEOUT && took < L2_TIMEOUT * 4, "took {took:?}");
 
         let started = Instant::now();
         let AppError::Backend(err) = tokio::time::timeout(Duration::from_secs(30), stalled_strict(1))
@@ -202,7 +205,8 @@ fn a_stalled_server_costs_a_call_at_most_the_l2_timeout() {
             .expect("the call hung")
             .unwrap_err();
         assert!(matches!(err, BackendError::Timeout { .. }), "{err:?}");
-        assert!(started.elapsed() < L2_TIMEOUT * 4, "took {:?}", started.elapsed());
+        let took = started.elapsed();
+        assert!(took >= L2_TIMEOUT && took < L2_TIMEOUT * 4, "took {took:?}");
         setup.proxy.cut_all();
     });
 }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use tiered_testkit::PgServer;
@@ -71,4 +72,17 @@ pub fn serial() -> MutexGuard<'static, ()> {
     let guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
     installed_table();
     guard
+}
+
+/// Awaits `call` after polling it once and then adding a permit to `joined`: a caller of a
+/// cached fn has joined its key's flight (or found L1) by its first poll, so a body that
+/// acquires N permits knows N callers have joined.
+pub async fn joined_then<F: Future>(call: F, joined: &tokio::sync::Semaphore) -> F::Output {
+    let mut call = std::pin::pin!(call);
+    if let Poll::Ready(output) = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+        joined.add_permits(1);
+        return output;
+    }
+    joined.add_permits(1);
+    call.await
 }
