@@ -12,6 +12,7 @@ mod cache;
 mod call_key;
 mod codec;
 mod error;
+mod format;
 mod invalidation;
 mod key;
 mod l1;
