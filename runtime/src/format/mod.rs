@@ -2,6 +2,8 @@
 
 mod decode;
 mod encode;
+#[cfg(test)]
+mod properties;
 
 pub(crate) use decode::Decoder;
 pub(crate) use encode::{Encoder, Heap, Maps, Sink};
