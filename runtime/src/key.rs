@@ -16,7 +16,7 @@ const INLINE: usize = 64;
 #[derive(Debug)]
 pub struct Key(pub(crate) Result<KeyBytes, String>);
 
-/// Encodes the key arguments of a call, as [`format`](crate::format) writes them.
+/// Encodes the key arguments of a call, in the format of keys and L2 values (`format/`).
 ///
 /// Every value delimits itself and different values of a type encode differently, so two
 /// different argument tuples of one function never encode to the same bytes; maps are sorted,
@@ -252,7 +252,7 @@ mod tests {
 
     /// Calls `check` with keys of every kind and length the format has: integers and lengths
     /// at each boundary of their encodings, floats, strings, binary, structs and variants.
-    fn every_kind_of_key(check: &mut dyn FnMut(&dyn erased::Key)) {
+    fn every_kind_of_key(check: &mut dyn FnMut(&dyn Sample)) {
         for n in UNSIGNED {
             check(&(n,));
             check(&(n as u8, n as u16, n as u32));
@@ -286,44 +286,42 @@ mod tests {
         check(&(BTreeMap::from_iter((0u8..20).map(|n| (n, -i64::from(n)))),));
     }
 
-    /// Object-safe `Serialize + Debug`, for [`every_kind_of_key`].
-    mod erased {
-        pub trait Key: std::fmt::Debug {
-            fn inline(&self) -> Option<super::KeyBytes>;
-            fn spilled(&self) -> super::KeyBytes;
-            fn rmp_serde(&self) -> Vec<u8>;
+    /// A key of [`every_kind_of_key`], encoded each way the tests compare.
+    trait Sample: std::fmt::Debug {
+        fn inline(&self) -> Option<KeyBytes>;
+        fn spilled(&self) -> KeyBytes;
+        fn rmp_serde(&self) -> Vec<u8>;
+    }
+
+    impl<K: Serialize + std::fmt::Debug> Sample for K {
+        fn inline(&self) -> Option<KeyBytes> {
+            inline(self)
         }
 
-        impl<K: serde::Serialize + std::fmt::Debug> Key for K {
-            fn inline(&self) -> Option<super::KeyBytes> {
-                super::inline(self)
-            }
+        fn spilled(&self) -> KeyBytes {
+            spilled(self).unwrap()
+        }
 
-            fn spilled(&self) -> super::KeyBytes {
-                super::spilled(self).unwrap()
-            }
-
-            fn rmp_serde(&self) -> Vec<u8> {
-                let mut bytes = Vec::new();
-                self.serialize(&mut rmp_serde::Serializer::new(&mut bytes).with_struct_map())
-                    .unwrap();
-                bytes
-            }
+        fn rmp_serde(&self) -> Vec<u8> {
+            let mut bytes = Vec::new();
+            self.serialize(&mut rmp_serde::Serializer::new(&mut bytes).with_struct_map())
+                .unwrap();
+            bytes
         }
     }
 
     #[test]
     fn inline_keys_are_the_bytes_written_to_the_heap() {
-        let mut inline = 0;
+        let mut inlined = 0;
         every_kind_of_key(&mut |k| {
             if let Some(bytes) = k.inline() {
                 assert_eq!(bytes, k.spilled(), "{k:?}");
-                inline += 1;
+                inlined += 1;
             }
         });
-        assert!(inline > 50, "most of them are inline: {inline}");
-        assert!(super::inline(&[u64::MAX; 32]).is_none(), "too long");
-        assert!(super::inline(&(BTreeMap::from([(1, 2)]),)).is_none(), "a map");
+        assert!(inlined > 50, "most of them are inline: {inlined}");
+        assert!(inline(&[u64::MAX; 32]).is_none(), "too long");
+        assert!(inline(&(BTreeMap::from([(1, 2)]),)).is_none(), "a map");
     }
 
     #[test]
