@@ -1,7 +1,9 @@
-//! Key encoding: a call's arguments as collision-free bytes (MessagePack), inline up to 64 bytes.
+//! Key encoding: a call's arguments as collision-free bytes, inline up to 64 bytes.
 
-use serde::ser::{self, Impossible, Serialize, Serializer};
+use serde::ser::{self, Serialize};
 use smallvec::SmallVec;
+
+use crate::format::{Encoder, Heap, Maps, Sink};
 
 /// The encoded key of one call. Keys up to 64 bytes live inline, so building one for an L1
 /// lookup allocates nothing.
@@ -14,36 +16,45 @@ const INLINE: usize = 64;
 #[derive(Debug)]
 pub struct Key(pub(crate) Result<KeyBytes, String>);
 
-/// Encodes the key arguments of a call.
+/// Encodes the key arguments of a call, in the format of keys and L2 values (`format/`).
 ///
-/// MessagePack is self-delimiting (lengths precede strings, sequences and maps), so two
-/// different argument tuples of one function never encode to the same bytes.
+/// Every value delimits itself and different values of a type encode differently, so two
+/// different argument tuples of one function never encode to the same bytes; maps are sorted,
+/// so equal maps encode alike.
 pub fn key<K: Serialize + ?Sized>(arguments: &K) -> Key {
-    let mut inline = Inline {
-        bytes: KeyBytes::from_buf([0; INLINE]),
-        len: 0,
-    };
-    if arguments.serialize(&mut inline).is_ok() {
-        inline.bytes.truncate(inline.len);
-        return Key(Ok(inline.bytes));
-    }
-    let mut bytes = KeyBytes::new();
-    Key(rmp_serde::encode::write(&mut bytes, arguments)
-        .map(|()| bytes)
-        .map_err(|err| err.to_string()))
+    Key(inline(arguments).map_or_else(|| spilled(arguments), Ok))
 }
 
-/// The MessagePack encoder of the common keys: integers, floats, booleans, strings, bytes,
-/// options, and tuples and structs of them, up to 64 bytes. It writes exactly what `rmp_serde`
-/// writes (structs as arrays), at a fraction of its cost: every L1 hit encodes its key first.
-/// Anything else, or longer, is [`Unsupported`], and [`key`] uses `rmp_serde` instead.
+/// The key written inline, if it is one of the common keys [`Inline`] takes.
+#[inline]
+fn inline<K: Serialize + ?Sized>(arguments: &K) -> Option<KeyBytes> {
+    let mut encoder = Encoder::new(Inline {
+        bytes: KeyBytes::from_buf([0; INLINE]),
+        len: 0,
+    });
+    arguments.serialize(&mut encoder).ok()?;
+    let Inline { mut bytes, len } = encoder.sink;
+    bytes.truncate(len);
+    Some(bytes)
+}
+
+/// The key written to the heap: any length, maps sorted.
+fn spilled<K: Serialize + ?Sized>(arguments: &K) -> Result<KeyBytes, String> {
+    let mut encoder = Encoder::new(Heap::<true>::default());
+    arguments.serialize(&mut encoder).map_err(|err| err.to_string())?;
+    Ok(KeyBytes::from_vec(encoder.sink.0))
+}
+
+/// Where the common keys are encoded: up to [`INLINE`] bytes without a map, written without
+/// allocating, as every L1 hit on an encoded key encodes it first. Anything else is
+/// [`Unsupported`], and [`key`] writes the key to the heap instead, to the same bytes.
 struct Inline {
     /// All [`INLINE`] bytes, zeroed, until [`key`] truncates it to `len`.
     bytes: KeyBytes,
     len: usize,
 }
 
-/// Not for [`Inline`]: the key is encoded by `rmp_serde`.
+/// Not for [`Inline`]: the key is written to the heap.
 #[derive(Debug)]
 struct Unsupported;
 
@@ -61,7 +72,11 @@ impl ser::Error for Unsupported {
     }
 }
 
-impl Inline {
+impl Sink for Inline {
+    type Error = Unsupported;
+
+    const MAPS: Maps = Maps::Refused;
+
     #[inline]
     fn put(&mut self, bytes: &[u8]) -> Result<(), Unsupported> {
         let end = self.len + bytes.len();
@@ -73,263 +88,31 @@ impl Inline {
         Ok(())
     }
 
-    /// A marker byte, then a big-endian length or value of the marker's width.
-    #[inline]
-    fn marked<const N: usize>(&mut self, marker: u8, data: [u8; N]) -> Result<(), Unsupported> {
-        self.put(&[marker])?;
-        self.put(&data)
+    fn written(&mut self) -> &mut [u8] {
+        &mut self.bytes[..self.len]
     }
 
-    // Lengths past what fits in 64 bytes are left to rmp_serde.
-
-    fn str_header(&mut self, len: usize) -> Result<(), Unsupported> {
-        match len {
-            0..32 => self.put(&[0xa0 | len as u8]),
-            _ => self.marked(0xd9, [u8::try_from(len).map_err(|_| Unsupported)?]),
-        }
-    }
-
-    fn bin_header(&mut self, len: usize) -> Result<(), Unsupported> {
-        self.marked(0xc4, [u8::try_from(len).map_err(|_| Unsupported)?])
-    }
-
-    fn array_header(&mut self, len: usize) -> Result<(), Unsupported> {
-        match len {
-            0..16 => self.put(&[0x90 | len as u8]),
-            _ => self.marked(0xdc, u16::try_from(len).map_err(|_| Unsupported)?.to_be_bytes()),
-        }
-    }
-}
-
-impl Serializer for &mut Inline {
-    type Ok = ();
-    type Error = Unsupported;
-    type SerializeSeq = Impossible<(), Unsupported>;
-    type SerializeTuple = Self;
-    type SerializeTupleStruct = Self;
-    type SerializeTupleVariant = Impossible<(), Unsupported>;
-    type SerializeMap = Impossible<(), Unsupported>;
-    type SerializeStruct = Self;
-    type SerializeStructVariant = Impossible<(), Unsupported>;
-
-    fn is_human_readable(&self) -> bool {
-        false
-    }
-
-    fn serialize_bool(self, v: bool) -> Result<(), Unsupported> {
-        self.put(&[if v { 0xc3 } else { 0xc2 }])
-    }
-
-    fn serialize_i8(self, v: i8) -> Result<(), Unsupported> {
-        self.serialize_i64(v.into())
-    }
-
-    fn serialize_i16(self, v: i16) -> Result<(), Unsupported> {
-        self.serialize_i64(v.into())
-    }
-
-    fn serialize_i32(self, v: i32) -> Result<(), Unsupported> {
-        self.serialize_i64(v.into())
-    }
-
-    fn serialize_i64(self, v: i64) -> Result<(), Unsupported> {
-        match v {
-            0.. => self.serialize_u64(v as u64),
-            -32..=-1 => self.put(&[v as u8]),
-            -128..=-33 => self.marked(0xd0, (v as i8).to_be_bytes()),
-            -32_768..=-129 => self.marked(0xd1, (v as i16).to_be_bytes()),
-            -2_147_483_648..=-32_769 => self.marked(0xd2, (v as i32).to_be_bytes()),
-            _ => self.marked(0xd3, v.to_be_bytes()),
-        }
-    }
-
-    fn serialize_i128(self, v: i128) -> Result<(), Unsupported> {
-        self.serialize_bytes(&v.to_be_bytes())
-    }
-
-    fn serialize_u8(self, v: u8) -> Result<(), Unsupported> {
-        self.serialize_u64(v.into())
-    }
-
-    fn serialize_u16(self, v: u16) -> Result<(), Unsupported> {
-        self.serialize_u64(v.into())
-    }
-
-    fn serialize_u32(self, v: u32) -> Result<(), Unsupported> {
-        self.serialize_u64(v.into())
-    }
-
-    fn serialize_u64(self, v: u64) -> Result<(), Unsupported> {
-        match v {
-            0..128 => self.put(&[v as u8]),
-            128..256 => self.marked(0xcc, [v as u8]),
-            256..65_536 => self.marked(0xcd, (v as u16).to_be_bytes()),
-            65_536..4_294_967_296 => self.marked(0xce, (v as u32).to_be_bytes()),
-            _ => self.marked(0xcf, v.to_be_bytes()),
-        }
-    }
-
-    fn serialize_u128(self, v: u128) -> Result<(), Unsupported> {
-        self.serialize_bytes(&v.to_be_bytes())
-    }
-
-    fn serialize_f32(self, v: f32) -> Result<(), Unsupported> {
-        self.marked(0xca, v.to_be_bytes())
-    }
-
-    fn serialize_f64(self, v: f64) -> Result<(), Unsupported> {
-        self.marked(0xcb, v.to_be_bytes())
-    }
-
-    fn serialize_char(self, v: char) -> Result<(), Unsupported> {
-        self.serialize_str(v.encode_utf8(&mut [0; 4]))
-    }
-
-    fn serialize_str(self, v: &str) -> Result<(), Unsupported> {
-        self.str_header(v.len())?;
-        self.put(v.as_bytes())
-    }
-
-    fn serialize_bytes(self, v: &[u8]) -> Result<(), Unsupported> {
-        self.bin_header(v.len())?;
-        self.put(v)
-    }
-
-    fn serialize_none(self) -> Result<(), Unsupported> {
-        self.serialize_unit()
-    }
-
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Unsupported> {
-        value.serialize(self)
-    }
-
-    fn serialize_unit(self) -> Result<(), Unsupported> {
-        self.put(&[0xc0])
-    }
-
-    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Unsupported> {
-        self.array_header(0)
-    }
-
-    fn serialize_unit_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        variant: &'static str,
-    ) -> Result<(), Unsupported> {
-        self.serialize_str(variant)
-    }
-
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        name: &'static str,
-        value: &T,
-    ) -> Result<(), Unsupported> {
-        // rmp_serde's marker for MessagePack extension types.
-        if name == "_ExtStruct" {
-            return Err(Unsupported);
-        }
-        value.serialize(self)
-    }
-
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_tuple(self, len: usize) -> Result<Self, Unsupported> {
-        self.array_header(len)?;
-        Ok(self)
-    }
-
-    fn serialize_tuple_struct(self, _: &'static str, len: usize) -> Result<Self, Unsupported> {
-        self.serialize_tuple(len)
-    }
-
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_struct(self, _: &'static str, len: usize) -> Result<Self, Unsupported> {
-        self.serialize_tuple(len)
-    }
-
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, Unsupported> {
-        Err(Unsupported)
-    }
-}
-
-impl ser::SerializeTuple for &mut Inline {
-    type Ok = ();
-    type Error = Unsupported;
-
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
-        value.serialize(&mut **self)
-    }
-
-    fn end(self) -> Result<(), Unsupported> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for &mut Inline {
-    type Ok = ();
-    type Error = Unsupported;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
-        value.serialize(&mut **self)
-    }
-
-    fn end(self) -> Result<(), Unsupported> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for &mut Inline {
-    type Ok = ();
-    type Error = Unsupported;
-
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Unsupported> {
-        value.serialize(&mut **self)
-    }
-
-    fn end(self) -> Result<(), Unsupported> {
-        Ok(())
+    fn truncate(&mut self, len: usize) {
+        self.len = len;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use proptest::prelude::*;
+    use serde::Serialize;
+
     use super::*;
+    use crate::format::properties::{key_bytes, typed_value};
+
+    proptest! {
+        #[test]
+        fn a_key_is_the_same_bytes_inline_and_on_the_heap((_, value) in typed_value()) {
+            prop_assert_eq!(key(&value).0.expect("every key encodes").to_vec(), key_bytes(&value));
+        }
+    }
 
     fn bytes<K: Serialize + ?Sized>(k: &K) -> KeyBytes {
         key(k).0.unwrap()
@@ -350,110 +133,209 @@ mod tests {
     }
 
     #[test]
-    fn the_inline_encoder_writes_what_rmp_serde_writes() {
-        #[derive(serde::Serialize, Debug)]
-        struct Query<'a> {
-            tenant: u32,
-            name: &'a str,
-            page: Option<u16>,
-        }
-        #[derive(serde::Serialize, Debug)]
-        struct Id(u64);
-        #[derive(serde::Serialize, Debug)]
-        struct Pair(i8, bool);
-        #[derive(serde::Serialize, Debug)]
+    fn options_nest_exactly() {
+        #[derive(Serialize)]
         struct Unit;
-        #[derive(serde::Serialize, Debug)]
-        enum Kind {
-            Plain,
-            Tagged(u8),
-        }
-        /// Serialized as MessagePack binary.
-        #[derive(Debug)]
-        struct Blob(Vec<u8>);
-        impl Serialize for Blob {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_bytes(&self.0)
-            }
-        }
-        fn same<K: Serialize + std::fmt::Debug + ?Sized>(k: &K) {
-            let mut expected = KeyBytes::new();
-            rmp_serde::encode::write(&mut expected, k).unwrap();
-            assert_eq!(bytes(k), expected, "{k:?}");
-        }
+        assert_eq!(bytes(&(None::<()>,))[..], [0x91, 0xc0]);
+        assert_eq!(bytes(&(Some(()),))[..], [0x91, 0xc1, 0xc0]);
+        assert_eq!(bytes(&(Some(None::<u8>),))[..], [0x91, 0xc1, 0xc0]);
+        assert_eq!(bytes(&(Some(Some(7u8)),))[..], [0x91, 0xc1, 0xc1, 0x07]);
+        // Each pair shared a key while `Some(x)` was written as `x`.
+        assert_ne!(bytes(&(None::<()>,)), bytes(&(Some(()),)));
+        assert_ne!(bytes(&(None::<Unit>,)), bytes(&(Some(Unit),)));
+        assert_ne!(bytes(&(None::<Option<u8>>,)), bytes(&(Some(None::<u8>),)));
+        assert_ne!(
+            bytes(&(Some(None::<Option<u8>>),)),
+            bytes(&(Some(Some(None::<u8>)),))
+        );
+    }
 
-        let unsigned = [
-            0,
-            1,
-            127,
-            128,
-            255,
-            256,
-            65_535,
-            65_536,
-            u64::from(u32::MAX),
-            1 << 32,
-            u64::MAX,
-        ];
-        for n in unsigned {
-            same(&(n,));
-            same(&(n as u8, n as u16, n as u32));
+    #[test]
+    fn fields_skipped_when_empty_do_not_make_keys_collide() {
+        #[derive(Serialize)]
+        struct Range {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            min: Option<u32>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            max: Option<u32>,
         }
-        let signed = [
-            0,
-            1,
-            -1,
-            -32,
-            -33,
-            -128,
-            -129,
-            -32_768,
-            -32_769,
-            -(1 << 31),
-            -(1 << 31) - 1,
-            i64::MIN,
-            i64::MAX,
-        ];
-        for n in signed {
-            same(&(n,));
-            same(&(n as i8, n as i16, n as i32));
+        let min = Range {
+            min: Some(1),
+            max: None,
+        };
+        let max = Range {
+            min: None,
+            max: Some(1),
+        };
+        assert_ne!(bytes(&(min,)), bytes(&(max,)));
+    }
+
+    #[test]
+    fn equal_maps_encode_alike_whatever_order_they_iterate_in() {
+        let entry = |i: u32| (i, Some(i.to_string()));
+        let forward: HashMap<u32, Option<String>> = (0..100).map(entry).collect();
+        let backward: HashMap<u32, Option<String>> = (0..100).rev().map(entry).collect();
+        assert_ne!(
+            forward.keys().collect::<Vec<_>>(),
+            backward.keys().collect::<Vec<_>>(),
+            "two HashMaps with their own hashers iterate in different orders"
+        );
+        assert_eq!(bytes(&(&forward,)), bytes(&(&backward,)));
+        let sorted: BTreeMap<u32, Option<String>> = (0..100).map(entry).collect();
+        assert_eq!(bytes(&(&sorted,)), bytes(&(&forward,)));
+        let mut fewer = forward.clone();
+        fewer.remove(&7);
+        assert_ne!(bytes(&(&fewer,)), bytes(&(&forward,)));
+    }
+
+    #[derive(Serialize, Debug)]
+    struct Query<'a> {
+        tenant: u32,
+        name: &'a str,
+        page: u16,
+    }
+
+    #[derive(Serialize, Debug)]
+    struct Id(u64);
+
+    #[derive(Serialize, Debug)]
+    struct Pair(i8, bool);
+
+    #[derive(Serialize, Debug)]
+    enum Kind {
+        Plain,
+        Tagged(u8),
+        Pair(u8, i8),
+        Named { id: u32 },
+    }
+
+    /// Serialized as MessagePack binary.
+    #[derive(Debug)]
+    struct Blob(Vec<u8>);
+
+    impl Serialize for Blob {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(&self.0)
         }
-        for len in [0, 1, 31, 32, 61, 62, 63, 64, 255, 256, 70_000] {
-            same(&("é".repeat(len / 2) + &"x".repeat(len % 2),));
-            same(&(Blob(vec![7; len]),));
+    }
+
+    /// The even numbers below it, as a sequence whose length is not known ahead.
+    #[derive(Debug)]
+    struct Evens(u32);
+
+    impl Serialize for Evens {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_seq((0..self.0).filter(|n| n % 2 == 0))
         }
-        same(&(
-            1.5f32,
-            -0.25f64,
-            true,
-            false,
-            'x',
-            'é',
-            (),
-            Unit,
-            None::<u8>,
-            Some(3u8),
-        ));
-        same(&(
+    }
+
+    const UNSIGNED: [u64; 11] = [
+        0,
+        1,
+        127,
+        128,
+        255,
+        256,
+        65_535,
+        65_536,
+        u32::MAX as u64,
+        1 << 32,
+        u64::MAX,
+    ];
+
+    const SIGNED: [i64; 13] = [
+        0,
+        1,
+        -1,
+        -32,
+        -33,
+        -128,
+        -129,
+        -32_768,
+        -32_769,
+        -(1 << 31),
+        -(1 << 31) - 1,
+        i64::MIN,
+        i64::MAX,
+    ];
+
+    /// Calls `check` with keys of every kind and length the format has: integers and lengths
+    /// at each boundary of their encodings, floats, strings, binary, structs and variants.
+    fn every_kind_of_key(check: &mut dyn FnMut(&dyn Sample)) {
+        for n in UNSIGNED {
+            check(&(n,));
+            check(&(n as u8, n as u16, n as u32));
+        }
+        for n in SIGNED {
+            check(&(n,));
+            check(&(n as i8, n as i16, n as i32));
+        }
+        for len in [
+            0, 1, 15, 16, 31, 32, 61, 62, 63, 64, 255, 256, 65_535, 65_536, 70_000,
+        ] {
+            check(&("é".repeat(len / 2) + &"x".repeat(len % 2),));
+            check(&(Blob(vec![7; len]),));
+            check(&(vec![1u8; len],));
+            check(&(Evens(2 * len as u32),));
+        }
+        check(&(1.5f32, -0.25f64, -0.0f64, f64::NAN, true, false, 'x', 'é', ()));
+        check(&(
             Query {
                 tenant: 7,
                 name: "acme",
-                page: Some(2),
+                page: 2,
             },
             Id(9),
             Pair(-5, true),
         ));
-        same(&(Kind::Plain, 1u128, -1i128));
-        same(&[3u8; 20]);
-        // Not inline: rmp_serde all the same.
-        same(&(
-            Kind::Tagged(1),
-            vec![1u8, 2],
-            [(1u8, 2u8)]
-                .into_iter()
-                .collect::<std::collections::BTreeMap<_, _>>(),
-        ));
-        same(&[9u64; 32]);
+        check(&(Kind::Plain, Kind::Tagged(1), Kind::Pair(2, -3)));
+        check(&(Kind::Named { id: 4 }, 1u128, -1i128));
+        check(&[3u8; 20]);
+        check(&(BTreeMap::from([(1u8, "one")]),));
+        check(&(BTreeMap::from_iter((0u8..20).map(|n| (n, -i64::from(n)))),));
+    }
+
+    /// A key of [`every_kind_of_key`], encoded each way the tests compare.
+    trait Sample: std::fmt::Debug {
+        fn inline(&self) -> Option<KeyBytes>;
+        fn spilled(&self) -> KeyBytes;
+        fn rmp_serde(&self) -> Vec<u8>;
+    }
+
+    impl<K: Serialize + std::fmt::Debug> Sample for K {
+        fn inline(&self) -> Option<KeyBytes> {
+            inline(self)
+        }
+
+        fn spilled(&self) -> KeyBytes {
+            spilled(self).unwrap()
+        }
+
+        fn rmp_serde(&self) -> Vec<u8> {
+            let mut bytes = Vec::new();
+            self.serialize(&mut rmp_serde::Serializer::new(&mut bytes).with_struct_map())
+                .unwrap();
+            bytes
+        }
+    }
+
+    #[test]
+    fn inline_keys_are_the_bytes_written_to_the_heap() {
+        let mut inlined = 0;
+        every_kind_of_key(&mut |k| {
+            if let Some(bytes) = k.inline() {
+                assert_eq!(bytes, k.spilled(), "{k:?}");
+                inlined += 1;
+            }
+        });
+        assert!(inlined > 50, "most of them are inline: {inlined}");
+        assert!(inline(&[u64::MAX; 32]).is_none(), "too long");
+        assert!(inline(&(BTreeMap::from([(1, 2)]),)).is_none(), "a map");
+    }
+
+    #[test]
+    fn apart_from_options_and_unit_structs_keys_are_messagepack_as_rmp_serde_writes_it() {
+        every_kind_of_key(&mut |k| assert_eq!(k.spilled()[..], k.rmp_serde()[..], "{k:?}"));
     }
 
     #[test]

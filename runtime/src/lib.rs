@@ -14,6 +14,7 @@ mod call_key;
 mod clock;
 mod codec;
 mod error;
+mod format;
 mod guard;
 mod invalidation;
 mod key;
