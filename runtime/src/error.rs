@@ -8,7 +8,7 @@ use std::time::Duration;
 /// logged and the cached function carries on with L1 alone; under `Error` they reach the caller.
 ///
 /// ```
-/// let err = tiered_runtime::BackendError::NotConfigured;
+/// let err = tiered::BackendError::NotConfigured;
 /// assert!(!err.is_retryable());
 /// assert!(err.to_string().contains("install"));
 /// ```

@@ -158,7 +158,7 @@ impl Registry {
 /// calls are answered from PostgreSQL (or recomputed).
 ///
 /// ```
-/// tiered_runtime::clear_l1();
+/// tiered::clear_l1();
 /// ```
 pub fn clear_l1() {
     for cache in registry().caches() {

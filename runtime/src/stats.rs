@@ -122,7 +122,7 @@ impl std::ops::AddAssign for FunctionStats {
 /// A function appears once it has been called (or invalidated) for the first time.
 ///
 /// ```
-/// let all = tiered_runtime::stats();
+/// let all = tiered::stats();
 /// for (name, counts) in &all {
 ///     println!("{name}: {} L1 hits, {} origin calls", counts.l1_hits, counts.misses);
 /// }
