@@ -12,11 +12,11 @@ mkdir -p "$out"
 export CRITERION_HOME="$out/criterion" TIERED_BENCH_RESULTS="$out"
 timing=(--warm-up-time 1 --measurement-time 3)
 
-cargo bench --no-run
-cargo bench --bench l1_hit -- "${timing[@]}"
-cargo bench --bench l2
-cargo bench --bench footprint
-cargo bench --bench hit_ratio
+cargo bench -p tiered-benches --no-run
+cargo bench -p tiered-benches --bench l1_hit -- "${timing[@]}"
+cargo bench -p tiered-benches --bench l2
+cargo bench -p tiered-benches --bench footprint
+cargo bench -p tiered-benches --bench hit_ratio
 
 python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet matplotlib
 python3 benches/report.py "$out"

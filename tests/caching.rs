@@ -171,6 +171,35 @@ fn an_err_is_returned_but_never_cached() {
     });
 }
 
+static NOT_FOUND_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[tiered_cached(name = "not_found")]
+async fn not_found(id: u64) -> Result<Option<Profile>, String> {
+    NOT_FOUND_RUNS.fetch_add(1, SeqCst);
+    Ok((id != 404).then(|| Profile {
+        id,
+        name: format!("user {id}"),
+    }))
+}
+
+#[test]
+fn an_ok_none_is_a_negative_answer_cached_in_both_tiers() {
+    let _serial = serial();
+    block_on(async {
+        assert_eq!(not_found(404).await, Ok(None));
+        assert_eq!(not_found(404).await, Ok(None));
+        assert_eq!(NOT_FOUND_RUNS.load(SeqCst), 1);
+        assert_eq!(
+            live_rows("not_found").await,
+            1,
+            "the `None` is a row with a value"
+        );
+        tiered::clear_l1();
+        assert_eq!(not_found(404).await, Ok(None));
+        assert_eq!(NOT_FOUND_RUNS.load(SeqCst), 1);
+        assert_eq!(stats_of("not_found").l2_hits, 1);
+    });
+}
 static INVALIDATED_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 #[tiered_cached(name = "invalidated")]

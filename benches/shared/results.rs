@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 
-/// `$TIERED_BENCH_RESULTS`, else `target/bench-results` (cargo runs benches from the package root).
+/// `$TIERED_BENCH_RESULTS`, else `target/bench-results` in the workspace.
 fn directory() -> PathBuf {
-    std::env::var_os("TIERED_BENCH_RESULTS")
-        .map_or_else(|| PathBuf::from("target/bench-results"), PathBuf::from)
+    std::env::var_os("TIERED_BENCH_RESULTS").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-results")),
+        PathBuf::from,
+    )
 }
 
 /// Prints `figures` and writes them to `<directory>/<name>.json`.

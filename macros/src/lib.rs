@@ -35,7 +35,7 @@ use proc_macro::TokenStream;
 ///
 /// | option | values | default | meaning |
 /// |---|---|---|---|
-/// | `backend` | `"pg"`, `"none"` | `"pg"` | `"pg"`: L1 + the PostgreSQL L2 installed at start-up; `"none"`: L1 only, no serde bounds |
+/// | `backend` | `"pg"`, `"none"` | `"pg"` | `"pg"`: L1 + the PostgreSQL L2 installed at start-up; `"none"`: L1 only, and the cached type needs no serde traits (key arguments still need `Serialize`) |
 /// | `on_failure` | `"l1_only"`, `"error"`, `"retry(N)"` with 1 ≤ N ≤ 255 | `"l1_only"` | what a failing L2 does to a call (`BackendFailureMode`) |
 /// | `ttl` | `"<integer><unit>"`, unit `ms`, `s`, `m`, `h` or `d`, above zero: `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"` | no expiry | lifetime of an entry in both tiers |
 /// | `l1_ttl`, `l2_ttl` | as `ttl` | `ttl` | per-tier lifetime (`l2_ttl` needs `backend = "pg"`) |

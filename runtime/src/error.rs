@@ -10,7 +10,7 @@ use deadpool_postgres::PoolError;
 /// logged and the cached function carries on with L1 alone; under `Error` they reach the caller.
 ///
 /// ```
-/// let err = tiered_runtime::BackendError::NotConfigured;
+/// let err = tiered::BackendError::NotConfigured;
 /// assert!(!err.is_retryable());
 /// assert!(err.to_string().contains("install"));
 /// ```

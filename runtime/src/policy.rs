@@ -15,7 +15,7 @@ use crate::stats::FnStats;
 /// computing, and invalidation.
 ///
 /// ```
-/// use tiered_runtime::BackendFailureMode;
+/// use tiered::BackendFailureMode;
 /// assert_eq!(BackendFailureMode::default(), BackendFailureMode::L1Only);
 /// assert_eq!(BackendFailureMode::Retry { attempts: 3 }.attempts(), 3);
 /// ```

@@ -90,7 +90,7 @@ impl Registry {
 /// A function appears once it has been called (or invalidated) for the first time.
 ///
 /// ```
-/// let all = tiered_runtime::stats();
+/// let all = tiered::stats();
 /// for (name, counts) in &all {
 ///     println!("{name}: {} L1 hits, {} origin calls", counts.l1_hits, counts.misses);
 /// }
@@ -103,7 +103,7 @@ pub fn stats() -> BTreeMap<String, FunctionStats> {
 /// calls are answered from PostgreSQL (or recomputed).
 ///
 /// ```
-/// tiered_runtime::clear_l1();
+/// tiered::clear_l1();
 /// ```
 pub fn clear_l1() {
     REGISTRY.clear_l1(false);

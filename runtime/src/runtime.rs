@@ -28,8 +28,8 @@ impl Runtime {
     /// Starts configuring the runtime.
     ///
     /// ```no_run
-    /// # async fn start() -> Result<(), tiered_runtime::BackendError> {
-    /// tiered_runtime::Runtime::builder()
+    /// # async fn start() -> Result<(), tiered::BackendError> {
+    /// tiered::Runtime::builder()
     ///     .postgres_url("postgres://app@db.internal:5432/app")
     ///     .namespace("billing")
     ///     .install()
@@ -356,7 +356,7 @@ fn redact(url: &str) -> String {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// tiered_runtime::shutdown().await; // harmless when nothing is installed
+/// tiered::shutdown().await; // harmless when nothing is installed
 /// # }
 /// ```
 pub async fn shutdown() {
