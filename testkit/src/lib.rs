@@ -4,6 +4,7 @@
 
 mod error;
 mod pg;
+mod process;
 mod proxy;
 mod url;
 
