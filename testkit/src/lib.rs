@@ -1,9 +1,11 @@
-//! Test harness for `tiered`: throwaway PostgreSQL servers and a fault-injecting TCP proxy.
+//! Test harness for `tiered`: throwaway PostgreSQL servers, a transaction-mode pgbouncer and a fault-injecting TCP proxy.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod error;
 mod pg;
+mod pgbouncer;
+mod process;
 mod proxy;
 mod url;
 
@@ -14,6 +16,7 @@ use tokio_postgres::{NoTls, Row};
 
 pub use error::HarnessError;
 pub use pg::PgServer;
+pub use pgbouncer::PgBouncer;
 pub use proxy::{FaultProxy, ProxyMode};
 
 /// Longest identifier PostgreSQL keeps without truncating it.

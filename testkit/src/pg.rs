@@ -2,15 +2,13 @@
 
 use std::env;
 use std::fs;
-use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use crate::error::{log_tail, HarnessError};
-use crate::{unique_suffix, url};
+use crate::error::HarnessError;
+use crate::process::{find_on_path, is_root, on_free_port, shell_line, spawn_watchdog, temp_dir};
+use crate::url;
 
 /// Names an existing server to use instead of a throwaway cluster.
 const EXTERNAL_URL_VAR: &str = "TIERED_TEST_DATABASE_URL";
@@ -18,9 +16,6 @@ const EXTERNAL_URL_VAR: &str = "TIERED_TEST_DATABASE_URL";
 const BINARIES_NOT_FOUND: &str = "PostgreSQL server binaries (initdb, pg_ctl) not found. \
 Install them (Debian/Ubuntu: `apt-get install -y postgresql`) or set \
 TIERED_TEST_DATABASE_URL=postgres://user:pass@host:port/db to use an existing server.";
-
-/// Extra tries with a new port when another process grabbed the one we picked.
-const PORT_RETRIES: usize = 2;
 
 /// Runs the rest of the command line as the `postgres` user (initdb and postgres refuse root).
 const RUNUSER: &[&str] = &["runuser", "-u", "postgres", "--"];
@@ -181,10 +176,7 @@ impl Cluster {
         } else {
             &[]
         };
-        let dir = env::temp_dir().join(format!("tiered-pg-{}", unique_suffix()));
-        fs::create_dir(&dir)
-            .and_then(|()| fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)))
-            .map_err(|e| HarnessError::new(format!("could not create {}: {e}", dir.display())))?;
+        let dir = temp_dir("pg")?;
         let data = dir.join("data");
         let log = dir.join("server.log");
         // Spawned before anything else so that no exit path leaves the directory behind.
@@ -206,7 +198,7 @@ impl Cluster {
             )?;
         }
         cluster.initdb()?;
-        let port = cluster.start_on_free_port()?;
+        let ((), port) = on_free_port(|port| cluster.start_server(port))?;
         Ok((cluster, port))
     }
 
@@ -220,17 +212,6 @@ impl Cluster {
             args.push("--no-instructions");
         }
         self.run(&self.tool_argv("initdb", &args), false)
-    }
-
-    fn start_on_free_port(&self) -> Result<u16, HarnessError> {
-        let mut retries = 0;
-        loop {
-            let port = free_port()?;
-            match self.start_server(port) {
-                Err(_) if retries < PORT_RETRIES && port_was_taken(&self.log) => retries += 1,
-                started => return started.map(|()| port),
-            }
-        }
     }
 
     /// `pg_ctl start -w`: returns once the server accepts connections.
@@ -308,37 +289,6 @@ fn stop_argv(run_as: &[&str], bin_dir: &Path, data: &Path) -> Vec<String> {
     )
 }
 
-/// `argv` as a single-quoted `sh` command line.
-fn shell_line(argv: &[String]) -> String {
-    let quoted: Vec<String> = argv
-        .iter()
-        .map(|arg| format!("'{}'", arg.replace('\'', r"'\''")))
-        .collect();
-    quoted.join(" ")
-}
-
-/// Starts a detached `sh` that waits for this process to exit, then runs `stop_line` and removes
-/// `dir`. It has its own process group, so a Ctrl-C to the test run does not kill it before it
-/// cleans up, and no stdio, so `cargo test` does not wait for it to close the output pipes.
-fn spawn_watchdog(dir: &Path, stop_line: &str) -> Result<Child, HarnessError> {
-    let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 0.3 2>/dev/null || sleep 1; done\n\
-         {stop_line} >/dev/null 2>&1\n\
-         rm -rf {dir}\n",
-        pid = std::process::id(),
-        dir = shell_line(&[dir.display().to_string()]),
-    );
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| HarnessError::new(format!("could not start the cleanup watchdog (sh): {e}")))
-}
-
 /// The directory with initdb and pg_ctl: from `$PATH`, else the newest `/usr/lib/postgresql/*/bin`.
 fn find_bin_dir() -> Option<PathBuf> {
     // Resolve symlinks: pg_ctl finds `postgres` next to its real location.
@@ -359,36 +309,4 @@ fn find_bin_dir() -> Option<PathBuf> {
         .into_iter()
         .chain(installed.into_iter().map(|(_, bin)| bin))
         .find(|bin| bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())
-}
-
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    env::split_paths(&env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
-}
-
-/// Whether the effective uid is 0: the second `Uid:` field of /proc/self/status, else `id -u`.
-fn is_root() -> bool {
-    match fs::read_to_string("/proc/self/status") {
-        Ok(status) => {
-            let uid = status.lines().find_map(|line| line.strip_prefix("Uid:"));
-            uid.and_then(|uids| uids.split_whitespace().nth(1)) == Some("0")
-        }
-        Err(_) => Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|out| out.stdout.trim_ascii() == b"0"),
-    }
-}
-
-/// A port that was free a moment ago (another process may still take it: see `PORT_RETRIES`).
-fn free_port() -> Result<u16, HarnessError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| HarnessError::new(format!("could not find a free port on 127.0.0.1: {e}")))
-}
-
-fn port_was_taken(log: &Path) -> bool {
-    log_tail(log).contains("Address already in use")
 }

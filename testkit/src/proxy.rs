@@ -101,14 +101,8 @@ impl FaultProxy {
     ///
     /// If `base_url` has no host (it must look like `postgres://user@host:port/db?params`).
     pub fn url_for(&self, base_url: &str) -> String {
-        let host =
-            url::host_span(base_url).unwrap_or_else(|| panic!("no host:port to replace in {base_url:?}"));
-        format!(
-            "{}{}{}",
-            &base_url[..host.start],
-            self.addr,
-            &base_url[host.end..]
-        )
+        url::with_host_port(base_url, &self.addr.to_string())
+            .unwrap_or_else(|| panic!("no host:port to replace in {base_url:?}"))
     }
 
     /// Switches the mode for new and open connections, effective immediately.

@@ -13,6 +13,12 @@ pub(crate) fn host_span(url: &str) -> Option<Range<usize>> {
     (host_start < end).then_some(host_start..end)
 }
 
+/// `url` with its `host[:port]` replaced by `host_port`.
+pub(crate) fn with_host_port(url: &str, host_port: &str) -> Option<String> {
+    let host = host_span(url)?;
+    Some(format!("{}{host_port}{}", &url[..host.start], &url[host.end..]))
+}
+
 /// `host:port` and the port of a URL, with the default port filled in when missing.
 pub(crate) fn host_port(url: &str) -> Option<(String, u16)> {
     let host = &url[host_span(url)?];
@@ -45,6 +51,11 @@ mod tests {
             Some(("[::1]:5432".into(), 5432))
         );
         assert_eq!(host_port("host=localhost user=postgres"), None);
+        assert_eq!(
+            with_host_port(url, "127.0.0.1:7").as_deref(),
+            Some("postgres://u:p@127.0.0.1:7/app?sslmode=disable")
+        );
+        assert_eq!(with_host_port("host=localhost", "127.0.0.1:7"), None);
         assert_eq!(host_port("postgres://u@/db"), None);
     }
 }

@@ -6,9 +6,10 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tiered_testkit::{sql, unique_name, FaultProxy, PgServer, ProxyMode};
+use tiered_testkit::{sql, unique_name, FaultProxy, PgBouncer, PgServer, ProxyMode};
 use tokio::time::timeout;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 /// Makes the `watchdog_child` test start a server and wait to be killed.
 const WATCHDOG_CHILD_VAR: &str = "TIERED_TESTKIT_WATCHDOG_CHILD";
@@ -21,6 +22,23 @@ async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
 
 async fn select_one(client: &Client) -> Result<i32, tokio_postgres::Error> {
     Ok(client.query_one("SELECT 1", &[]).await?.get(0))
+}
+
+/// The first column of each row `query` returns, through the simple query protocol (the only one
+/// pgbouncer's admin console speaks, and one that needs no named statement).
+async fn simple_column(client: &Client, query: &str) -> Result<Vec<String>, tokio_postgres::Error> {
+    let messages = client.simple_query(query).await?;
+    Ok(messages
+        .iter()
+        .filter_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or_default().to_string()),
+            _ => None,
+        })
+        .collect())
+}
+
+async fn backend_pid(client: &Client, query: &str) -> Result<String, tokio_postgres::Error> {
+    Ok(simple_column(client, query).await?.remove(0))
 }
 
 /// Polls `check` until it holds, failing the test after `limit`.
@@ -226,6 +244,65 @@ async fn dropping_the_proxy_closes_everything() {
     .await;
 }
 
+#[tokio::test]
+async fn shared_pgbouncer_reaches_the_shared_server() {
+    let pg = PgServer::shared();
+    let through = connect(PgBouncer::shared().url()).await.expect("connects");
+    let direct = connect(pg.url()).await.expect("connects");
+    let query = "SELECT current_user || '@' || current_database() || ':' || current_setting('port')";
+    assert_eq!(
+        simple_column(&through, query).await.unwrap(),
+        simple_column(&direct, query).await.unwrap()
+    );
+}
+
+/// What makes a transaction pooler hard for a client: a server connection, with the session
+/// state a client left on it, goes to whichever client starts the next transaction.
+#[tokio::test]
+async fn pgbouncer_hands_server_sessions_to_other_clients_between_transactions() {
+    let bouncer = PgBouncer::start(PgServer::shared()).expect("pgbouncer starts");
+    let admin = connect(bouncer.admin_url()).await.expect("admin console");
+    let config = admin.simple_query("SHOW CONFIG").await.unwrap();
+    let pool_mode = config.iter().find_map(|message| match message {
+        SimpleQueryMessage::Row(row) if row.get(0) == Some("pool_mode") => row.get(1),
+        _ => None,
+    });
+    assert_eq!(pool_mode, Some("transaction"));
+
+    let (a, b) = (
+        connect(bouncer.url()).await.unwrap(),
+        connect(bouncer.url()).await.unwrap(),
+    );
+    // A fresh pgbouncer has one server connection, idle between A's statements.
+    let first = backend_pid(&a, "SELECT pg_backend_pid()").await.unwrap();
+    a.simple_query("PREPARE tiered_pid AS SELECT pg_backend_pid()")
+        .await
+        .unwrap();
+    b.simple_query("BEGIN").await.unwrap();
+    assert_eq!(
+        backend_pid(&b, "EXECUTE tiered_pid").await.unwrap(),
+        first,
+        "B's transaction runs on A's server connection, with A's prepared statement"
+    );
+    // While B's transaction holds it, A is served by another server connection.
+    let err = a.simple_query("EXECUTE tiered_pid").await.unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::INVALID_SQL_STATEMENT_NAME), "{err}");
+    assert_ne!(backend_pid(&a, "SELECT pg_backend_pid()").await.unwrap(), first);
+    b.simple_query("COMMIT").await.unwrap();
+
+    let url = bouncer.url().to_string();
+    let dir = bouncer.log_path().parent().unwrap().to_path_buf();
+    drop(bouncer);
+    assert!(connect(&url).await.is_err(), "dropping pgbouncer stops it");
+    assert!(!dir.exists(), "drop removes {}", dir.display());
+}
+
+/// `host:port` of a `postgres://user@host:port/db` URL.
+fn host_port(url: &str) -> &str {
+    let after_user = url.split_once('@').map_or(url, |(_, rest)| rest);
+    after_user.split('/').next().unwrap()
+}
+
 /// Not a test on its own: `watchdog_cleans_up_after_sigkill` runs it in a child process.
 #[test]
 #[ignore = "helper process for watchdog_cleans_up_after_sigkill"]
@@ -236,8 +313,14 @@ fn watchdog_child() {
     let pg = PgServer::shared();
     println!(
         "SERVER {} {}",
-        pg.port(),
+        pg.host_port(),
         pg.log_path().unwrap().parent().unwrap().display()
+    );
+    let bouncer = PgBouncer::shared();
+    println!(
+        "BOUNCER {} {}",
+        host_port(bouncer.url()),
+        bouncer.log_path().parent().unwrap().display()
     );
     std::thread::sleep(Duration::from_secs(60));
 }
@@ -254,28 +337,35 @@ fn watchdog_cleans_up_after_sigkill() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let line = BufReader::new(child.stdout.take().unwrap())
+    // "SERVER|BOUNCER <host:port> <directory>", one line each.
+    let reported: Vec<(String, std::path::PathBuf)> = BufReader::new(child.stdout.take().unwrap())
         .lines()
         .map(Result::unwrap)
-        .find(|line| line.starts_with("SERVER "))
-        .expect("child reports its server");
-    let mut fields = line.split(' ').skip(1);
-    let port: u16 = fields.next().unwrap().parse().unwrap();
-    let dir = std::path::PathBuf::from(fields.next().unwrap());
-    assert!(
-        TcpStream::connect(("127.0.0.1", port)).is_ok(),
-        "child's server is up"
-    );
+        .filter_map(|line| {
+            let rest = line
+                .strip_prefix("SERVER ")
+                .or_else(|| line.strip_prefix("BOUNCER "))?;
+            let (addr, dir) = rest.split_once(' ')?;
+            Some((addr.to_string(), dir.into()))
+        })
+        .take(2)
+        .collect();
+    assert_eq!(reported.len(), 2, "child reports its server and pgbouncer");
+    for (addr, _) in &reported {
+        assert!(TcpStream::connect(addr).is_ok(), "child's {addr} is up");
+    }
 
     child.kill().unwrap(); // SIGKILL: no destructor runs
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while dir.exists() || TcpStream::connect(("127.0.0.1", port)).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "watchdog did not clean up {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    for (addr, dir) in &reported {
+        while dir.exists() || TcpStream::connect(addr).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "watchdog did not clean up {} ({addr})",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
