@@ -11,6 +11,7 @@ mod breaker;
 mod cache;
 mod call_key;
 mod codec;
+mod connect;
 mod error;
 mod invalidation;
 mod key;
