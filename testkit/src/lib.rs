@@ -1,10 +1,11 @@
-//! Test harness for `tiered`: throwaway PostgreSQL servers and a fault-injecting TCP proxy.
+//! Test harness for `tiered`: throwaway PostgreSQL servers (TLS-only if asked) and a fault-injecting TCP proxy.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod error;
 mod pg;
 mod proxy;
+mod tls;
 mod url;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use tokio_postgres::{NoTls, Row};
 pub use error::HarnessError;
 pub use pg::PgServer;
 pub use proxy::{FaultProxy, ProxyMode};
+pub use tls::TlsFiles;
 
 /// Longest identifier PostgreSQL keeps without truncating it.
 const MAX_IDENTIFIER_LEN: usize = 63;
