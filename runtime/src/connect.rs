@@ -1,4 +1,4 @@
-//! Connecting from a PostgreSQL URL: libpq's `sslmode` and `sslrootcert` over rustls, for the pool and the listener.
+//! Connecting from a URL: libpq's `sslmode` and `sslrootcert` over rustls, for the pool and the listener.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -142,7 +142,7 @@ fn endpoints(config: &tokio_postgres::Config) -> Vec<(String, u16)> {
 }
 
 /// `host:port/database`, for error messages; never the password.
-pub(crate) fn describe_target(config: &tokio_postgres::Config) -> String {
+fn describe_target(config: &tokio_postgres::Config) -> String {
     let hosts: Vec<String> = endpoints(config)
         .into_iter()
         .map(|(host, port)| format!("{host}:{port}"))
@@ -159,7 +159,7 @@ pub(crate) fn describe_target(config: &tokio_postgres::Config) -> String {
 }
 
 /// The connection string with any password replaced, fit for an error message.
-pub(crate) fn redact(url: &str) -> String {
+fn redact(url: &str) -> String {
     let Some(conn) = ConnString::parse(url) else {
         return "(not shown: it does not parse)".to_owned();
     };
@@ -203,7 +203,11 @@ impl SslMode {
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
-            "allow" => return Err("sslmode=allow (plain first, TLS as a fallback) is not supported: use prefer".into()),
+            "allow" => {
+                return Err(
+                    "sslmode=allow (plain first, TLS as a fallback) is not supported: use prefer".into(),
+                )
+            }
             other => {
                 return Err(format!(
                     "sslmode={other:?} is not one of disable, prefer, require, verify-ca, verify-full"
@@ -262,8 +266,8 @@ impl TlsParams {
         } else {
             // As libpq, a root file given makes require and prefer check the chain too. (Under
             // disable the driver never asks for TLS.)
-            let check_chain = self.mode == SslMode::VerifyCa
-                || (self.mode != SslMode::Disable && self.root_cert.is_some());
+            let check_chain =
+                self.mode == SslMode::VerifyCa || (self.mode != SslMode::Disable && self.root_cert.is_some());
             let roots = if check_chain {
                 Some(Arc::new(self.roots()?))
             } else {
@@ -507,7 +511,10 @@ struct TlsError {
 
 /// rustls's reason, led by plain words for the certificate failures an operator meets.
 fn what_failed(err: &io::Error) -> String {
-    let certificate = match err.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+    let certificate = match err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
         Some(rustls::Error::InvalidCertificate(certificate)) => Some(certificate),
         _ => None,
     };
@@ -601,7 +608,10 @@ mod tests {
             redact("host=db password = 'it\\'s s3cret' user=app"),
             "host=db password=*** user=app"
         );
-        assert_eq!(redact("host=db password='s3cret"), "(not shown: it does not parse)");
+        assert_eq!(
+            redact("host=db password='s3cret"),
+            "(not shown: it does not parse)"
+        );
         for url in [
             "postgres://app:s3cret@db:notaport/x",
             "postgres://app:s3cret@db/x?sslmode=verify-all",
@@ -617,9 +627,10 @@ mod tests {
 
     #[test]
     fn libpq_tls_parameters_are_taken_out_of_both_forms() {
-        let (rest, tls) =
-            take_tls_params("postgres://u:p@db/app?sslmode=verify-full&sslrootcert=%2Fetc%2Fca%20x.pem&connect_timeout=3")
-                .unwrap();
+        let (rest, tls) = take_tls_params(
+            "postgres://u:p@db/app?sslmode=verify-full&sslrootcert=%2Fetc%2Fca%20x.pem&connect_timeout=3",
+        )
+        .unwrap();
         assert_eq!(rest, "postgres://u:p@db/app?connect_timeout=3");
         assert_eq!(
             tls,
@@ -629,7 +640,8 @@ mod tests {
             }
         );
         let (rest, tls) =
-            take_tls_params("host=db sslrootcert = '/etc/it\\'s ca.pem'  sslmode=verify-ca user=app").unwrap();
+            take_tls_params("host=db sslrootcert = '/etc/it\\'s ca.pem'  sslmode=verify-ca user=app")
+                .unwrap();
         assert_eq!(rest, "host=db user=app");
         assert_eq!(tls.mode, SslMode::VerifyCa);
         assert_eq!(tls.root_cert.as_deref(), Some("/etc/it's ca.pem"));
@@ -657,13 +669,33 @@ mod tests {
     #[test]
     fn bad_tls_settings_are_invalid_config_saying_what_to_do() {
         for (url, says) in [
-            ("postgres://db/app?sslmode=verify", "disable, prefer, require, verify-ca, verify-full"),
+            (
+                "postgres://db/app?sslmode=verify",
+                "disable, prefer, require, verify-ca, verify-full",
+            ),
             ("postgres://db/app?sslmode=allow", "use prefer"),
-            ("postgres://db/app?sslmode=require&sslrootcert=system", "use sslmode=verify-full"),
-            ("postgres://db/app?sslmode=verify-ca&sslrootcert=/no/such.pem", "sslrootcert /no/such.pem"),
+            (
+                "postgres://db/app?sslmode=require&sslrootcert=system",
+                "use sslmode=verify-full",
+            ),
+            (
+                "postgres://db/app?sslmode=verify-ca&sslrootcert=/no/such.pem",
+                "sslrootcert /no/such.pem",
+            ),
         ] {
             let err = parse_url(url).unwrap_err().to_string();
             assert!(err.contains(says), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn without_sslrootcert_verification_uses_the_system_roots() {
+        let parsed = parse_url("postgres://db/app?sslmode=verify-full");
+        if rustls_native_certs::load_native_certs().certs.is_empty() {
+            let err = parsed.unwrap_err().to_string();
+            assert!(err.contains("name a CA file with sslrootcert"), "{err}");
+        } else {
+            parsed.expect("the system's roots load");
         }
     }
 
@@ -682,7 +714,8 @@ mod tests {
             ))
         };
         assert!(failure(CertificateError::UnknownIssuer).starts_with("certificate not trusted ("));
-        assert!(failure(CertificateError::NotValidForName).starts_with("certificate not valid for this host name"));
+        assert!(failure(CertificateError::NotValidForName)
+            .starts_with("certificate not valid for this host name"));
         assert!(failure(CertificateError::Expired).starts_with("certificate expired"));
         let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer");
         assert_eq!(what_failed(&reset), "reset by peer");

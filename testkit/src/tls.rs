@@ -46,14 +46,16 @@ impl TlsFiles {
             server_key: dir.join("server.key"),
             hba: dir.join("pg_hba.conf"),
         };
-        let certificates = |e: rcgen::Error| HarnessError::new(format!("could not make test certificates: {e}"));
+        let certificates =
+            |e: rcgen::Error| HarnessError::new(format!("could not make test certificates: {e}"));
         let ca = certificate_authority("tiered-testkit CA").map_err(certificates)?;
         let wrong_ca = certificate_authority("tiered-testkit unrelated CA").map_err(certificates)?;
         let server_key = KeyPair::generate().map_err(certificates)?;
         let server_cert = server_params()
             .and_then(|params| params.signed_by(&server_key, &ca))
             .map_err(certificates)?;
-        fs::create_dir(dir).map_err(|e| HarnessError::new(format!("could not create {}: {e}", dir.display())))?;
+        fs::create_dir(dir)
+            .map_err(|e| HarnessError::new(format!("could not create {}: {e}", dir.display())))?;
         for (path, contents) in [
             (&files.ca, ca.pem()),
             (&files.wrong_ca, wrong_ca.pem()),
@@ -65,8 +67,9 @@ impl TlsFiles {
                 .map_err(|e| HarnessError::new(format!("could not write {}: {e}", path.display())))?;
         }
         // The server refuses a key that others may read.
-        fs::set_permissions(&files.server_key, fs::Permissions::from_mode(0o600))
-            .map_err(|e| HarnessError::new(format!("could not restrict {}: {e}", files.server_key.display())))?;
+        fs::set_permissions(&files.server_key, fs::Permissions::from_mode(0o600)).map_err(|e| {
+            HarnessError::new(format!("could not restrict {}: {e}", files.server_key.display()))
+        })?;
         Ok(files)
     }
 

@@ -46,7 +46,11 @@ async fn uses_tls(client: &Client) -> bool {
 async fn tls_with_its_ca_is_accepted_for_every_name_in_the_certificate() {
     let pg = server();
     let tls = pg.tls().expect("a TLS-only server has its certificates");
-    assert!(pg.url().starts_with("postgres://postgres@localhost:"), "{}", pg.url());
+    assert!(
+        pg.url().starts_with("postgres://postgres@localhost:"),
+        "{}",
+        pg.url()
+    );
     for host in ["localhost", "127.0.0.1"] {
         let url = format!("postgres://postgres@{host}:{}/postgres", pg.port());
         let client = connect_verified(&url, tls.ca())
@@ -58,7 +62,10 @@ async fn tls_with_its_ca_is_accepted_for_every_name_in_the_certificate() {
 
 #[tokio::test]
 async fn plain_tcp_is_refused_by_pg_hba() {
-    let err = tokio_postgres::connect(server().url(), NoTls).await.err().expect("refused");
+    let err = tokio_postgres::connect(server().url(), NoTls)
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(
         err.code(),
         Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
@@ -71,17 +78,21 @@ async fn an_unrelated_ca_fails_verification() {
     let pg = server();
     let err = connect_verified(pg.url(), pg.tls().unwrap().wrong_ca())
         .await
-        .err()
-        .expect("the wrong CA must not verify the server");
-    let source = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+        .expect_err("the wrong CA must not verify the server");
+    let source = std::error::Error::source(&err)
+        .map(ToString::to_string)
+        .unwrap_or_default();
     assert!(source.contains("UnknownIssuer"), "{err}: {source}");
 }
 
 #[tokio::test]
 async fn the_unix_socket_takes_plain_connections_for_set_up() {
     let conninfo = server().socket_conninfo().expect("a throwaway cluster");
-    let rows = sql(&conninfo, "SELECT count(*) FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND NOT ssl")
-        .await
-        .unwrap();
+    let rows = sql(
+        &conninfo,
+        "SELECT count(*) FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND NOT ssl",
+    )
+    .await
+    .unwrap();
     assert_eq!(rows[0].get::<_, i64>(0), 1);
 }
