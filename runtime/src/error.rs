@@ -141,7 +141,7 @@ impl BackendError {
 }
 
 /// The server's message with its SQLSTATE, or the driver's for connection-level failures.
-fn describe(err: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
         None => match std::error::Error::source(err) {

@@ -13,6 +13,7 @@ mod cache;
 mod call_key;
 mod clock;
 mod codec;
+mod connect;
 mod error;
 mod format;
 mod guard;

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::process::Process;
 
 /// How the listener connects and what it listens to.
 pub(crate) struct ListenerSettings {
-    pub(crate) config: tokio_postgres::Config,
+    pub(crate) config: crate::connect::ConnectConfig,
     pub(crate) channel: String,
     /// This runtime's id in payloads, so its own notifications are skipped.
     pub(crate) origin: u64,
@@ -55,10 +55,9 @@ pub(crate) async fn run(
 
 /// One connection's life: returns when it is lost.
 async fn listen(settings: &ListenerSettings, process: &Process, listening: &Notify) -> Result<(), String> {
-    let (client, mut connection) = tokio::time::timeout(settings.timeout, settings.config.connect(NoTls))
+    let (client, mut connection) = tokio::time::timeout(settings.timeout, settings.config.connect())
         .await
-        .map_err(|_| format!("connecting timed out after {:?}", settings.timeout))?
-        .map_err(|err| err.to_string())?;
+        .map_err(|_| format!("connecting timed out after {:?}", settings.timeout))??;
     let (notices, mut received) = mpsc::unbounded_channel();
     // The connection delivers notifications only to whoever polls it for messages.
     let _driver = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {

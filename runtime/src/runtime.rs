@@ -1,14 +1,14 @@
 //! Start-up and shut-down: `Runtime::builder()…install()` connects L2 for the whole process.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use tokio::sync::Notify;
 
 use crate::backend::L2;
 use crate::breaker::{Breaker, BreakerSettings};
+use crate::connect::{parse_url, pool_from_config};
 use crate::error::BackendError;
 use crate::guard::Guarded;
 use crate::listener::{self, ListenerSettings};
@@ -85,7 +85,10 @@ impl std::fmt::Debug for RuntimeBuilder {
 }
 
 impl RuntimeBuilder {
-    /// The server, as a `postgres://user:password@host:port/database` URL (no TLS).
+    /// The server, as a `postgres://user:password@host:port/database` URL (or libpq's
+    /// `key=value` form). TLS as libpq: `sslmode` (`disable`, `prefer` (the default),
+    /// `require`, `verify-ca`, `verify-full`) and `sslrootcert` (a PEM file of trusted roots;
+    /// without it, the system's), e.g. `?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem`.
     pub fn postgres_url(mut self, url: impl Into<String>) -> Self {
         self.source = Some(Source::Url(url.into()));
         self
@@ -148,9 +151,10 @@ impl RuntimeBuilder {
         self
     }
 
-    /// The server for the invalidation listener's own connection (no TLS), when the runtime
-    /// is given a pool: a pooled connection cannot receive notifications. With
-    /// `postgres_url`, the listener uses that URL and this is not needed.
+    /// The server for the invalidation listener's own connection, when the runtime is given a
+    /// pool: a pooled connection cannot receive notifications. TLS as for
+    /// [`postgres_url`](Self::postgres_url). With `postgres_url`, the listener uses that URL
+    /// and this is not needed.
     pub fn listen_url(mut self, url: impl Into<String>) -> Self {
         self.listen_url = Some(url.into());
         self
@@ -185,7 +189,7 @@ impl RuntimeBuilder {
     /// # Errors
     /// [`BackendError::InvalidConfig`] for a bad URL, table or namespace,
     /// [`BackendError::Connect`] / [`BackendError::Timeout`] if the server cannot be reached
-    /// (the message says where), [`BackendError::AlreadyInstalled`] if a runtime is installed.
+    /// (the message says where, and for a failed TLS handshake what failed), [`BackendError::AlreadyInstalled`] if a runtime is installed.
     pub async fn install(self) -> Result<(), BackendError> {
         validate_table(&self.table)?;
         let listen_config = self.listen_url.as_deref().map(parse_url).transpose()?;
@@ -214,7 +218,13 @@ impl RuntimeBuilder {
             connect_timeout,
             origin,
         };
-        let backend = Arc::new(PgBackend::connect(pool, settings).await?);
+        let backend = PgBackend::connect(pool, settings)
+            .await
+            .map_err(|err| match &url_config {
+                Some(config) => config.explain(err),
+                None => err,
+            })?;
+        let backend = Arc::new(backend);
         let listener = listen_config.or(url_config).map(|mut config| ListenerSettings {
             // Named, so operators (and tests) can tell it from pooled connections.
             config: config
@@ -280,75 +290,6 @@ fn validate_table(table: &str) -> Result<(), BackendError> {
     }
 }
 
-fn parse_url(url: &str) -> Result<tokio_postgres::Config, BackendError> {
-    tokio_postgres::Config::from_str(url)
-        .map_err(|err| BackendError::InvalidConfig(format!("PostgreSQL URL {}: {err}", redact(url))))
-}
-
-fn pool_from_config(
-    config: tokio_postgres::Config,
-    max_connections: usize,
-) -> Result<(Pool, String), BackendError> {
-    let target = describe_target(&config);
-    let manager = Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    let pool = Pool::builder(manager)
-        .max_size(max_connections)
-        .build()
-        .map_err(|err| BackendError::InvalidConfig(format!("connection pool for {target}: {err}")))?;
-    Ok((pool, target))
-}
-
-/// `host:port/database`, for error messages; never the password.
-fn describe_target(config: &tokio_postgres::Config) -> String {
-    use tokio_postgres::config::Host;
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .enumerate()
-        .map(|(i, host)| {
-            let port = config
-                .get_ports()
-                .get(i)
-                .or(config.get_ports().first())
-                .copied()
-                .unwrap_or(5432);
-            match host {
-                Host::Tcp(name) => format!("{name}:{port}"),
-                Host::Unix(path) => format!("{}:{port}", path.display()),
-            }
-        })
-        .collect();
-    let hosts = if hosts.is_empty() {
-        "localhost:5432".to_owned()
-    } else {
-        hosts.join(",")
-    };
-    format!(
-        "{hosts}/{}",
-        config.get_dbname().or(config.get_user()).unwrap_or("postgres")
-    )
-}
-
-/// The URL with any password replaced, fit for an error message.
-fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return "(unparseable, not shown)".to_owned();
-    };
-    let rest = &url[scheme_end..];
-    match (rest.find('@'), rest.find(':')) {
-        (Some(at), Some(colon)) if colon < at => {
-            format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// Stops the runtime: stops the invalidation listener and the sweeper, waits for
 /// write-behind work to finish, then closes the pool.
 /// `backend = "pg"` functions keep working L1-only (as if never installed) until the next
@@ -374,29 +315,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_never_reach_error_messages() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/x"),
-            "postgres://app:***@db:5432/x"
-        );
-        assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
-        let err = parse_url("postgres://app:s3cret@db:notaport/x").unwrap_err();
-        assert!(!err.to_string().contains("s3cret"), "{err}");
-        assert!(err.to_string().contains("PostgreSQL URL"), "{err}");
-    }
-
-    #[test]
     fn table_names_are_plain_identifiers() {
         assert!(validate_table("tiered_cache").is_ok());
         for bad in ["", "1abc", "Cache", "a;drop table x", "a.b", &"x".repeat(49)] {
             assert!(validate_table(bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn targets_name_host_port_and_database() {
-        let config = tokio_postgres::Config::from_str("postgres://u:p@db.example:6543/app").unwrap();
-        assert_eq!(describe_target(&config), "db.example:6543/app");
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! Test harness for `tiered`: throwaway PostgreSQL servers, a transaction-mode pgbouncer and a fault-injecting TCP proxy.
+//! Test harness for `tiered`: throwaway PostgreSQL servers (TLS-only if asked), a transaction-mode pgbouncer and a fault-injecting TCP proxy.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -7,6 +7,7 @@ mod pg;
 mod pgbouncer;
 mod process;
 mod proxy;
+mod tls;
 mod url;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ pub use error::HarnessError;
 pub use pg::PgServer;
 pub use pgbouncer::PgBouncer;
 pub use proxy::{FaultProxy, ProxyMode};
+pub use tls::TlsFiles;
 
 /// Longest identifier PostgreSQL keeps without truncating it.
 const MAX_IDENTIFIER_LEN: usize = 63;

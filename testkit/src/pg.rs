@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 use crate::error::HarnessError;
 use crate::process::{find_on_path, is_root, on_free_port, shell_line, spawn_watchdog, temp_dir};
+use crate::tls::TlsFiles;
 use crate::url;
 
 /// Names an existing server to use instead of a throwaway cluster.
@@ -76,10 +77,28 @@ impl PgServer {
                 cluster: None,
             });
         }
-        let (cluster, port) = Cluster::create()?;
+        PgServer::throwaway(false)
+    }
+
+    /// Starts a throwaway cluster that takes TCP connections only over TLS, with certificates
+    /// made for it (see [`TlsFiles`]); `TIERED_TEST_DATABASE_URL` is not used.
+    ///
+    /// Its [`url`](PgServer::url) names `localhost`, which its certificate is valid for (as
+    /// are `127.0.0.1` and `::1`), and no `sslmode`: tests add the one they exercise. A plain
+    /// TCP connection is refused by `pg_hba.conf`; the Unix socket
+    /// ([`socket_conninfo`](PgServer::socket_conninfo)) still takes plain ones, for set-up and
+    /// read-backs. Otherwise as [`start`](PgServer::start).
+    pub fn start_tls_only() -> Result<PgServer, HarnessError> {
+        PgServer::throwaway(true)
+    }
+
+    fn throwaway(tls: bool) -> Result<PgServer, HarnessError> {
+        let (cluster, port) = Cluster::create(tls)?;
+        // A name, not an address, so that verify-full checks a DNS name.
+        let host = if tls { "localhost" } else { "127.0.0.1" };
         Ok(PgServer {
-            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-            host_port: format!("127.0.0.1:{port}"),
+            url: format!("postgres://postgres@{host}:{port}/postgres"),
+            host_port: format!("{host}:{port}"),
             port,
             cluster: Some(cluster),
         })
@@ -116,6 +135,24 @@ impl PgServer {
     /// Whether this is the external server named by `TIERED_TEST_DATABASE_URL`.
     pub fn is_external(&self) -> bool {
         self.cluster.is_none()
+    }
+
+    /// The certificates of a server started by [`start_tls_only`](PgServer::start_tls_only);
+    /// `None` for any other.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.cluster.as_ref()?.tls.as_ref()
+    }
+
+    /// A connection string (libpq's `key=value` form, which [`sql`](crate::sql) takes) for the
+    /// throwaway cluster's Unix socket, where user `postgres` is trusted without TLS; `None`
+    /// for an external server.
+    pub fn socket_conninfo(&self) -> Option<String> {
+        let dir = self.cluster.as_ref()?.dir.display().to_string();
+        let dir = dir.replace('\\', "\\\\").replace('\'', "\\'");
+        Some(format!(
+            "host='{dir}' port={} user=postgres dbname=postgres",
+            self.port
+        ))
     }
 
     /// The throwaway cluster's server log; `None` for an external server.
@@ -159,13 +196,15 @@ struct Cluster {
     log: PathBuf,
     /// Command prefix that runs a tool as the `postgres` user; empty when not root.
     run_as: &'static [&'static str],
+    /// Set for a TLS-only server.
+    tls: Option<TlsFiles>,
     /// Stops the server and removes `dir` once this process is gone.
     watchdog: Child,
 }
 
 impl Cluster {
-    /// Creates, initializes and starts a cluster; returns it with its port.
-    fn create() -> Result<(Cluster, u16), HarnessError> {
+    /// Creates, initializes and starts a cluster, TLS-only if `tls`; returns it with its port.
+    fn create(tls: bool) -> Result<(Cluster, u16), HarnessError> {
         let bin_dir = find_bin_dir().ok_or_else(|| HarnessError::new(BINARIES_NOT_FOUND))?;
         let run_as = if is_root() {
             if find_on_path("runuser").is_some() {
@@ -182,14 +221,19 @@ impl Cluster {
         // Spawned before anything else so that no exit path leaves the directory behind.
         let watchdog = spawn_watchdog(&dir, &shell_line(&stop_argv(run_as, &bin_dir, &data)))?;
         // From here on, `Drop` cleans up after any failure.
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             bin_dir,
             dir,
             data,
             log,
             run_as,
+            tls: None,
             watchdog,
         };
+        if tls {
+            // Before the chown below: the server reads these as the `postgres` user.
+            cluster.tls = Some(TlsFiles::create(&cluster.dir.join("tls"))?);
+        }
         if !run_as.is_empty() {
             let dir = cluster.dir.display().to_string();
             cluster.run(
@@ -216,11 +260,12 @@ impl Cluster {
 
     /// `pg_ctl start -w`: returns once the server accepts connections.
     fn start_server(&self, port: u16) -> Result<(), HarnessError> {
-        let options = format!(
+        let mut options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' \
              -c fsync=off -c full_page_writes=off -c max_connections=200",
             self.dir.display()
         );
+        options.extend(self.tls.as_ref().map(TlsFiles::server_options));
         let (data, log) = (self.data.display().to_string(), self.log.display().to_string());
         let args = ["-D", &data, "-l", &log, "-w", "-o", &options, "start"];
         self.run(&self.tool_argv("pg_ctl", &args), true)
