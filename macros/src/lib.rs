@@ -40,7 +40,7 @@ use proc_macro::TokenStream;
 /// | `ttl` | `"<integer><unit>"`, unit `ms`, `s`, `m`, `h` or `d`, above zero: `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"` | no expiry | lifetime of an entry in both tiers |
 /// | `l1_ttl`, `l2_ttl` | as `ttl` | `ttl` | per-tier lifetime (`l2_ttl` needs `backend = "pg"`) |
 /// | `l1_capacity` | integer ≥ 1 | `10_000` | most entries kept in L1 |
-/// | `name` | non-empty string | `module_path!()::fn` (a method: `<Self type path>::fn`) | the cache's stable name: its L2 namespace, its stats label |
+/// | `name` | non-empty string | `module_path!()::fn` (a method: `module_path!()::<Self type>::fn`) | the cache's stable name: its L2 namespace, its stats label |
 /// | `version` | integer (`u32`) | `0` | part of the L2 key: bump it when the cached type's encoding changes |
 /// | `key` | a Rust expression in a string, over the arguments | all arguments except `self` | what identifies an entry, e.g. `key = "(tenant, id)"` |
 /// | `write` | `"through"`, `"behind"` | `"through"` | `"behind"`: the L2 write after a miss runs off the caller's path (needs `backend = "pg"`) |

@@ -40,8 +40,9 @@ where
         }
     }
 
-    /// The cache of a method of `Owner`: without `name`, it is called `<Owner path>::<method>`,
-    /// so equally named methods of different types never share a cache.
+    /// The cache of a method of `Owner`: without `name`, it is called
+    /// `<module>::<Owner's identifier>::<method>`, so equally named methods of different types
+    /// never share a cache.
     #[inline]
     pub fn get_for<Owner: ?Sized>(&'static self) -> &'static FnCache<V, K, R> {
         match self.cache.get() {
@@ -55,12 +56,10 @@ where
         let mut created = false;
         let cache = self.cache.get_or_init(|| {
             created = true;
-            let name: &'static str = match (self.spec.name, owner()) {
-                (CacheName::Fixed(name), _) | (CacheName::Method(name), None) => name,
+            let name: &'static str = match self.spec.name {
+                CacheName::Fixed(name) => name,
                 // Once per function per process: a bounded leak.
-                (CacheName::Method(method), Some(owner)) => {
-                    Box::leak(format!("{owner}::{method}").into_boxed_str())
-                }
+                method => Box::leak(method.resolve(owner()).into_boxed_str()),
             };
             FnCache::new(name, &self.spec, &PROCESS)
         });

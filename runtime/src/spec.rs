@@ -14,13 +14,37 @@ pub enum WriteMode {
     Behind,
 }
 
-/// The name of a function's cache.
+/// The name of a function's cache: part of every L2 row id and of every notice, so a default
+/// is made only of what is written in the source (see [`CacheName::Method`]).
 #[derive(Debug, Clone, Copy)]
 pub enum CacheName {
     /// Given in full (`name = "…"`, or `module_path!()::fn` for a free function).
     Fixed(&'static str),
-    /// A method's name, to be qualified with its `Self` type's path.
-    Method(&'static str),
+    /// A method without `name`: `<module>::<Self type>::<method>`, where the type is its
+    /// identifier alone (no path, no generic arguments).
+    Method {
+        /// `module_path!()` where the method is written.
+        module: &'static str,
+        /// The method's name.
+        method: &'static str,
+    },
+}
+
+impl CacheName {
+    /// The name, given the type name of the method's `Self` (as `std::any::type_name` writes
+    /// it). Only its last identifier is used: the part Rust's output has always spelled as
+    /// the source does, whatever form the path or generic arguments take.
+    pub(crate) fn resolve(self, owner: Option<&str>) -> String {
+        match (self, owner) {
+            (CacheName::Fixed(name), _) => name.to_owned(),
+            (CacheName::Method { module, method }, None) => format!("{module}::{method}"),
+            (CacheName::Method { module, method }, Some(owner)) => {
+                let path = owner.split('<').next().unwrap_or(owner);
+                let ident = path.rsplit("::").next().unwrap_or(path);
+                format!("{module}::{ident}::{method}")
+            }
+        }
+    }
 }
 
 /// The settings of a function returning `R` whose cached part is `V`.
@@ -47,5 +71,25 @@ pub struct Spec<V: 'static, R: 'static> {
 impl<V> std::fmt::Debug for Codec<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Codec")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_methods_default_name_is_its_module_its_types_identifier_and_its_name() {
+        let name = CacheName::Method {
+            module: "app::repo",
+            method: "get",
+        };
+        assert_eq!(name.resolve(Some("app::model::UserRepo")), "app::repo::UserRepo::get");
+        assert_eq!(
+            name.resolve(Some("app::Repo<alloc::string::String, app::Id>")),
+            "app::repo::Repo::get",
+            "generic arguments are not part of it"
+        );
+        assert_eq!(CacheName::Fixed("x").resolve(Some("T")), "x");
     }
 }
