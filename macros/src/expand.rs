@@ -487,9 +487,9 @@ mod tests {
         ));
         assert!(out.contains("Self :: __tiered_body_user (self , id)"));
         assert!(out.contains("async fn __tiered_body_user (& self , mut id : u64) -> u8 { 1 }"));
-        assert!(out.contains(
-            "CacheName :: Method { module : :: core :: module_path ! () , method : \"user\" }"
-        ));
+        assert!(
+            out.contains("CacheName :: Method { module : :: core :: module_path ! () , method : \"user\" }")
+        );
         assert!(out.contains("__TIERED_SITE . get_for :: < Self > ()"));
         assert!(out.contains("async fn invalidate_user (id : u64)"));
         assert!(out.contains("async fn refresh_user (& self , id : u64) -> u8"));

@@ -105,14 +105,8 @@ impl<R> OnFailure<R> {
         operation: &str,
         outcome: Result<(), BackendError>,
     ) -> Result<(), R> {
-        let Err(err) = outcome else { return Ok(()) };
-        match *self {
-            OnFailure::Error(escalate) => Err(escalate(err)),
-            OnFailure::L1Only | OnFailure::Retry { .. } => {
-                log.absorbed(operation, &err);
-                Ok(())
-            }
-        }
+        self.escalated(log, operation, outcome)
+            .map_err(|(escalate, err)| escalate(err))
     }
 
     /// [`OnFailure::settle`] for `invalidate_*`, which return the backend error itself.
@@ -122,9 +116,20 @@ impl<R> OnFailure<R> {
         operation: &str,
         outcome: Result<(), BackendError>,
     ) -> Result<(), BackendError> {
+        self.escalated(log, operation, outcome).map_err(|(_, err)| err)
+    }
+
+    /// The one place the mode decides: an error goes to the caller (with the conversion into
+    /// the function's output) under `Error`, and is logged and absorbed otherwise.
+    fn escalated(
+        &self,
+        log: &ErrorLog,
+        operation: &str,
+        outcome: Result<(), BackendError>,
+    ) -> Result<(), Escalated<R>> {
         let Err(err) = outcome else { return Ok(()) };
-        match self {
-            OnFailure::Error(_) => Err(err),
+        match *self {
+            OnFailure::Error(escalate) => Err((escalate, err)),
             OnFailure::L1Only | OnFailure::Retry { .. } => {
                 log.absorbed(operation, &err);
                 Ok(())
@@ -132,6 +137,9 @@ impl<R> OnFailure<R> {
         }
     }
 }
+
+/// An error the mode hands to the caller, and how it becomes the function's output.
+type Escalated<R> = (fn(BackendError) -> R, BackendError);
 
 /// `NotConfigured` is logged once per process: it is a set-up choice, not an incident.
 static WARNED_NOT_CONFIGURED: AtomicBool = AtomicBool::new(false);

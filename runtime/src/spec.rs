@@ -84,7 +84,10 @@ mod tests {
             module: "app::repo",
             method: "get",
         };
-        assert_eq!(name.resolve(Some("app::model::UserRepo")), "app::repo::UserRepo::get");
+        assert_eq!(
+            name.resolve(Some("app::model::UserRepo")),
+            "app::repo::UserRepo::get"
+        );
         assert_eq!(
             name.resolve(Some("app::Repo<alloc::string::String, app::Id>")),
             "app::repo::Repo::get",
