@@ -39,7 +39,7 @@ use proc_macro::TokenStream;
 /// | `on_failure` | `"l1_only"`, `"error"`, `"retry(N)"` with 1 ≤ N ≤ 255 | `"l1_only"` | what a failing L2 does to a call (`BackendFailureMode`) |
 /// | `ttl` | `"<integer><unit>"`, unit `ms`, `s`, `m`, `h` or `d`, above zero: `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"` | no expiry | lifetime of an entry in both tiers |
 /// | `l1_ttl`, `l2_ttl` | as `ttl` | `ttl` | per-tier lifetime (`l2_ttl` needs `backend = "pg"`) |
-/// | `l1_capacity` | integer ≥ 1 | `10_000` | most entries kept in L1 |
+/// | `l1_capacity` | integer ≥ 1 | `10_000` | the entries kept in L1: any working set of this many keys fits (a few percent of slack per shard) |
 /// | `name` | non-empty string | `module_path!()::fn` (a method: `module_path!()::<Self type>::fn`) | the cache's stable name: its L2 namespace, its stats label |
 /// | `version` | integer (`u32`) | `0` | part of the L2 key: bump it when the cached type's encoding changes |
 /// | `key` | a Rust expression in a string, over the arguments | all arguments except `self` | what identifies an entry, e.g. `key = "(tenant, id)"` |

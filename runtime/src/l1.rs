@@ -13,8 +13,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use quick_cache::sync::Cache;
-use quick_cache::Equivalent;
+use quick_cache::sync::{Cache, DefaultLifecycle};
+use quick_cache::{DefaultHashBuilder, Equivalent, OptionsBuilder, UnitWeighter};
 
 use crate::backend::EntryId;
 use crate::clock::{nanos, Clock};
@@ -114,6 +114,36 @@ impl<K> EntryKey<K> {
     }
 }
 
+/// quick_cache's options for a function's `capacity`.
+///
+/// quick_cache splits its capacity evenly across shards (for concurrency), and keys fall into
+/// shards by hash, so a full shard evicts while others have room: `capacity` distinct keys did
+/// not all fit. Each shard here gets its even share plus four standard deviations of the
+/// share's random spread, so a working set of `capacity` keys fits unless one shard draws over
+/// four deviations more than its share; the total may exceed `capacity` by that slack (a
+/// one-shard cache, below 64 entries, is exact).
+fn sized(capacity: usize) -> quick_cache::Options {
+    let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut shards = (parallelism * 4).next_power_of_two();
+    // quick_cache's own rule: no shard of fewer than 32 entries.
+    while shards > 1 && capacity / shards < 32 {
+        shards /= 2;
+    }
+    let share = capacity.div_ceil(shards);
+    let slack = if shards == 1 {
+        0
+    } else {
+        (4.0 * (share as f64).sqrt()).ceil() as usize
+    };
+    let per_shard = share + slack;
+    OptionsBuilder::new()
+        .shards(shards)
+        .estimated_items_capacity(per_shard * shards)
+        .weight_capacity((per_shard * shards) as u64)
+        .build()
+        .expect("shards, items and weight are set")
+}
+
 /// One function's L1, keyed by `K` (see `call_key`).
 pub(crate) struct L1<V, K> {
     entries: Cache<EntryKey<K>, V>,
@@ -129,7 +159,12 @@ impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'sta
     pub(crate) fn new(capacity: u64, ttl: Option<Duration>, clock: Clock) -> Self {
         let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
         L1 {
-            entries: Cache::new(capacity),
+            entries: Cache::with_options(
+                sized(capacity),
+                UnitWeighter,
+                DefaultHashBuilder::default(),
+                DefaultLifecycle::default(),
+            ),
             ttl,
             clock,
             ids: Mutex::new(HashMap::new()),
@@ -212,6 +247,18 @@ mod tests {
 
     fn k(n: u8) -> u8 {
         n
+    }
+
+    #[test]
+    fn a_working_set_of_the_capacity_is_kept_whole() {
+        for capacity in [1u64, 10, 63, 64, 100, 1_000, 10_000] {
+            let l1 = L1::new(capacity, None, Clock::System);
+            for n in 0..capacity {
+                l1.insert(n, None, n, 0, None);
+            }
+            let kept = (0..capacity).filter(|n| l1.get(n, 0, None).is_some()).count();
+            assert_eq!(kept as u64, capacity, "capacity {capacity}");
+        }
     }
 
     #[test]
