@@ -122,6 +122,15 @@ fn single_thread(c: &mut Criterion) {
     });
     group.finish();
 
+    // A newtype key against the `u64` it wraps, in one group: the ratio is the cost of a user's
+    // own key type on the hit path.
+    let mut group = c.benchmark_group("l1_hit_newtype");
+    hits(&mut group, "tiered_u64", |i| tiered_fns::profile(hot_id(i)));
+    hits(&mut group, "tiered_user_id", |i| {
+        tiered_fns::profile_by_user_id(tiered_fns::UserId(hot_id(i)))
+    });
+    group.finish();
+
     let mut group = c.benchmark_group("l1_hit_three_args");
     hits(&mut group, "tiered", |i| {
         let (tenant, team, id) = hot_triple(i);

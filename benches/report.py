@@ -118,6 +118,10 @@ def targets(run):
                      f"{tiered / by_hand:.2f}×", "≤ 1.3×", verdict(tiered / by_hand, 1.3)])
         rows.append([f"L1 hit, {key} key", duration(tiered), "`#[cached]`", duration(cached),
                      f"{tiered / cached:.2f}×", "< 1×", faster(tiered / cached)])
+    newtype = run.median_ns("l1_hit_newtype", "tiered_user_id")
+    plain = run.median_ns("l1_hit_newtype", "tiered_u64")
+    rows.append(["L1 hit, `UserId(u64)` key", duration(newtype), "`u64` key, same run", duration(plain),
+                 f"{newtype / plain:.2f}×", "≤ 1.1×", verdict(newtype / plain, 1.1)])
     tiered = run.median_ns("l1_hit_u64_contended", "tiered")
     cached = run.median_ns("l1_hit_u64_contended", "cached")
     rows.append(["L1 hit, 2 threads", duration(tiered), "`#[cached]`, 2 threads", duration(cached),

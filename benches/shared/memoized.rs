@@ -50,6 +50,15 @@ pub mod tiered_fns {
     pub async fn team_profile(tenant: u64, team: u32, id: u64) -> Profile {
         Profile::new(id ^ tenant ^ u64::from(team))
     }
+
+    /// A user's newtype key: looked up in L1 as itself, as a `u64` is.
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+    pub struct UserId(pub u64);
+
+    #[tiered_cached]
+    pub async fn profile_by_user_id(id: UserId) -> Profile {
+        Profile::new(id.0)
+    }
 }
 
 /// The `cached` crate's `#[cached]` with an LRU bound of the same size.

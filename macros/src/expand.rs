@@ -223,17 +223,80 @@ fn key_form(cached: &Cached) -> KeyForm {
             stored: quote!((#(#stored,)*)),
         };
     }
+    // Every argument becomes a reference (one already a reference stays as it is), so the
+    // key never moves an argument and `KeyArgs` sees the referenced types.
     let idents: Vec<Ident> = cached.args.iter().map(|arg| generated(&arg.ident)).collect();
-    let shadows = idents
+    let shadows = cached
+        .args
         .iter()
-        .map(|ident| quote!(#[allow(unused_variables)] let #ident = &#ident;));
-    let encoded = match &cached.key {
-        Key::Arguments(span) => quote_spanned!(at(*span)=> ::tiered::__private::key(&(#(#idents,)*))),
-        Key::Custom { expr, .. } => quote_spanned!(at(expr.span())=> ::tiered::__private::key(&(#expr))),
+        .zip(&idents)
+        .map(|(arg, ident)| match peel(&arg.ty) {
+            Type::Reference(_) => quote!(#[allow(unused_variables)] let #ident = &*#ident;),
+            _ => quote!(#[allow(unused_variables)] let #ident = &#ident;),
+        });
+    // `KeyArgs` picks the typed form by trait bounds, which cannot see lifetimes: a type that
+    // borrows would be held to `'static` instead of falling back, so it is encoded outright.
+    let typed = match cached.key {
+        Key::Arguments(_) => {
+            cached.args.len() <= MAX_PARTS && cached.args.iter().all(|arg| !borrows(referent(&arg.ty)))
+        }
+        Key::Custom { .. } => false,
+    };
+    let expr = match &cached.key {
+        Key::Arguments(span) if typed => {
+            let args = quote_spanned!(at(*span)=> (#(#idents,)*));
+            // First, the plain requirement with its plain error; then the form.
+            let serializable = quote_spanned!(at(*span)=> ::tiered::__private::key_arguments(&#args));
+            quote! {{
+                #[allow(unused_imports)]
+                use ::tiered::__private::{ViaBytes as _, ViaTyped as _};
+                #(#shadows)*
+                #serializable;
+                (&::tiered::__private::KeyArgs(#args)).form()
+            }}
+        }
+        Key::Arguments(span) => {
+            let encoded = quote_spanned!(at(*span)=> ::tiered::__private::key(&(#(#idents,)*)));
+            quote!({ #(#shadows)* #encoded })
+        }
+        Key::Custom { expr, .. } => {
+            let encoded = quote_spanned!(at(expr.span())=> ::tiered::__private::key(&(#expr)));
+            quote!({ #(#shadows)* #encoded })
+        }
     };
     KeyForm {
-        expr: quote!({ #(#shadows)* #encoded }),
-        stored: quote!(::tiered::__private::ByteKey),
+        expr,
+        stored: quote!(::tiered::__private::AnyKey),
+    }
+}
+
+/// The type a reference argument refers to, or the type itself.
+fn referent(ty: &Type) -> &Type {
+    match peel(ty) {
+        Type::Reference(reference) => &reference.elem,
+        ty => ty,
+    }
+}
+
+/// Whether a type holds a reference or a lifetime anywhere.
+fn borrows(ty: &Type) -> bool {
+    use quote::ToTokens;
+    fn any(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|token| match token {
+            proc_macro2::TokenTree::Punct(punct) => matches!(punct.as_char(), '&' | '\''),
+            proc_macro2::TokenTree::Group(group) => any(group.stream()),
+            _ => false,
+        })
+    }
+    any(ty.to_token_stream())
+}
+
+/// A type without the parentheses and invisible groups around it.
+fn peel(ty: &Type) -> &Type {
+    match ty {
+        Type::Group(group) => peel(&group.elem),
+        Type::Paren(paren) => peel(&paren.elem),
+        ty => ty,
     }
 }
 
@@ -519,12 +582,14 @@ mod tests {
         );
         assert!(out.contains("pub async fn f (__tiered_arg0 : (u8 , u8) , c : & str) -> Result < u8 , E >"));
         assert!(out.contains(
-            "# [allow (unused_variables)] let __tiered_arg0 = & __tiered_arg0 ; # [allow (unused_variables)] let c = & c ; :: tiered :: __private :: key (& (__tiered_arg0 , c ,))"
+            "# [allow (unused_variables)] let __tiered_arg0 = & __tiered_arg0 ; # [allow (unused_variables)] let c = & * c ; \
+             :: tiered :: __private :: key_arguments (& (__tiered_arg0 , c ,)) ; \
+             (& :: tiered :: __private :: KeyArgs ((__tiered_arg0 , c ,))) . form ()"
         ));
         assert!(out.contains("OnFailure :: Error (:: tiered :: __private :: escalate)"));
         assert!(out.contains(". call (__tiered_cache_f () . resolve (__tiered_key) ,"));
         assert!(out.contains("__tiered_cache_f () . refresh (__tiered_cache_f () . resolve ("));
-        assert!(out.contains("Site < u8 , :: tiered :: __private :: ByteKey , Result < u8 , E > >"));
+        assert!(out.contains("Site < u8 , :: tiered :: __private :: AnyKey , Result < u8 , E > >"));
         assert!(out.contains(
             "CacheName :: Fixed (:: core :: concat ! (:: core :: module_path ! () , \"::\" , \"f\"))"
         ));
@@ -535,7 +600,7 @@ mod tests {
     }
 
     #[test]
-    fn integer_bool_char_and_string_arguments_key_l1_as_a_tuple_and_any_other_by_bytes() {
+    fn integer_bool_char_and_string_arguments_key_l1_as_a_tuple_and_any_other_through_key_args() {
         let out = expansion(
             quote!(),
             quote!(
@@ -560,7 +625,7 @@ mod tests {
         ] {
             let out = expansion(quote!(), quote!(async fn f(#args) -> u8 { 1 }));
             assert!(
-                out.contains("Site < u8 , :: tiered :: __private :: ByteKey , u8 >"),
+                out.contains("Site < u8 , :: tiered :: __private :: AnyKey , u8 >"),
                 "{args}"
             );
         }
@@ -573,7 +638,19 @@ mod tests {
             ),
         );
         assert!(out.contains(":: tiered :: __private :: key (& (id))"));
-        assert!(out.contains("ByteKey"));
+        assert!(out.contains("AnyKey"));
+        let out = expansion(
+            quote!(),
+            quote!(
+                async fn f(id: UserId, tag: &Option<u8>) -> u8 {
+                    1
+                }
+            ),
+        );
+        assert!(out.contains(
+            "let tag = & * tag ; :: tiered :: __private :: key_arguments (& (id , tag ,)) ; \
+             (& :: tiered :: __private :: KeyArgs ((id , tag ,))) . form ()"
+        ));
     }
 
     #[test]

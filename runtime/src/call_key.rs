@@ -1,5 +1,5 @@
-//! How a call's arguments find its L1 entry: common argument types as a typed tuple, any
-//! other key by its encoded bytes; past L1, every key also has its bytes for L2.
+//! How a call's arguments find its L1 entry: as they are when they are `Hash + Eq + Clone`,
+//! else by their encoded bytes; past L1, every key also has its bytes for L2.
 //!
 //! An L1 hit is the product's hot path, and encoding a key, then hashing and comparing the
 //! bytes, costs more than the store's lookup itself (BENCHMARKS.md). So when every key argument
@@ -8,6 +8,7 @@
 //! before. Either way the bytes are those of [`key`](crate::key::key), so L2 rows, entry ids
 //! and epoch stripes do not depend on which form L1 uses.
 
+use std::any::Any;
 use std::hash::{Hash, Hasher};
 
 use quick_cache::Equivalent;
@@ -161,6 +162,181 @@ tuple_parts! {
     (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7)
 }
 
+/// The L1 key of a function whose arguments are not all [`KeyPart`]s (or that has a `key`
+/// expression): the arguments as they are when every one is `Hash + Eq + Clone + 'static`
+/// (a call site tells by [`KeyArgs`]), else their encoding. One function always takes the
+/// same form: it is chosen by the argument types.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct AnyKey(Form);
+
+#[derive(Clone)]
+enum Form {
+    Typed(Box<dyn TypedKey>),
+    Bytes(ByteKey),
+}
+
+impl PartialEq for Form {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Form::Typed(a), Form::Typed(b)) => a.dyn_eq(&**b),
+            (Form::Bytes(a), Form::Bytes(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Form {}
+
+impl Hash for Form {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            // The same writes, through `dyn`, as the owned tuple's own `Hash` makes, so a probe
+            // hashing its borrowed arguments directly finds the entry.
+            Form::Typed(key) => key.dyn_hash(state),
+            Form::Bytes(key) => key.hash(state),
+        }
+    }
+}
+
+/// An owned argument tuple behind `dyn`, so one L1 type holds any function's typed keys.
+trait TypedKey: Any + Send + Sync {
+    fn dyn_hash(&self, state: &mut dyn Hasher);
+    fn dyn_eq(&self, other: &dyn TypedKey) -> bool;
+    fn dyn_clone(&self) -> Box<dyn TypedKey>;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Hash + Eq + Clone + Send + Sync + 'static> TypedKey for T {
+    fn dyn_hash(&self, mut state: &mut dyn Hasher) {
+        self.hash(&mut state);
+    }
+
+    fn dyn_eq(&self, other: &dyn TypedKey) -> bool {
+        other.as_any().downcast_ref::<T>() == Some(self)
+    }
+
+    fn dyn_clone(&self) -> Box<dyn TypedKey> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Clone for Box<dyn TypedKey> {
+    fn clone(&self) -> Self {
+        self.dyn_clone()
+    }
+}
+
+/// The key arguments of a call site (references to them) before their form is chosen: the
+/// generated code calls `(&KeyArgs(arguments)).form()` with [`ViaTyped`] and [`ViaBytes`] in
+/// scope, and method resolution picks [`ViaTyped`] when the arguments qualify (it takes
+/// `KeyArgs` by reference, one autoref sooner than [`ViaBytes`]).
+pub struct KeyArgs<T>(pub T);
+
+/// The key of arguments that are all `Hash + Eq + Clone + 'static`: looked up as they are.
+pub trait ViaTyped {
+    /// The key as L1 looks it up.
+    type Key;
+    /// The key.
+    fn form(&self) -> Self::Key;
+}
+
+/// The key of any other arguments: their encoding.
+pub trait ViaBytes {
+    /// The key.
+    fn form(&self) -> Key;
+}
+
+impl<T: Serialize> ViaBytes for &KeyArgs<T> {
+    #[inline]
+    fn form(&self) -> Key {
+        crate::key::key(&self.0)
+    }
+}
+
+/// Requires what every key needs: its arguments can be encoded (their bytes name the entry in
+/// L2). It does nothing; the attribute calls it first, so a missing `Serialize` is reported
+/// as that.
+#[inline(always)]
+pub fn key_arguments<T: Serialize + ?Sized>(_: &T) {}
+
+/// Borrowed arguments, looked up in L1 as the owned tuple they would be stored as.
+#[derive(Clone, Copy, Hash)]
+pub struct Typed<T>(T);
+
+macro_rules! typed_args {
+    ($(($($arg:ident $index:tt),+))*) => {$(
+        impl<'a, $($arg),+> ViaTyped for KeyArgs<($(&'a $arg,)+)>
+        where
+            $($arg: Hash + Eq + Clone + Serialize + Send + Sync + 'static),+
+        {
+            type Key = Typed<($(&'a $arg,)+)>;
+
+            #[inline]
+            fn form(&self) -> Self::Key {
+                Typed(self.0)
+            }
+        }
+
+        impl<'a, $($arg),+> Equivalent<AnyKey> for Typed<($(&'a $arg,)+)>
+        where
+            $($arg: Hash + Eq + Clone + Send + Sync + 'static),+
+        {
+            #[inline]
+            fn equivalent(&self, stored: &AnyKey) -> bool {
+                match &stored.0 {
+                    Form::Typed(key) => key
+                        .as_any()
+                        .downcast_ref::<($($arg,)+)>()
+                        .is_some_and(|key| true $(&& *self.0.$index == key.$index)+),
+                    Form::Bytes(_) => false,
+                }
+            }
+        }
+
+        impl<'a, $($arg),+> CallKey<AnyKey> for Typed<($(&'a $arg,)+)>
+        where
+            $($arg: Hash + Eq + Clone + Serialize + Send + Sync + 'static),+
+        {
+            type Lookup<'b> = &'b Self where Self: 'b;
+
+            #[inline]
+            fn lookup(&self) -> Option<&Self> {
+                Some(self)
+            }
+
+            fn resolve(self) -> Resolved<AnyKey> {
+                let owned = ($(self.0.$index.clone(),)+);
+                Resolved::encoded(AnyKey(Form::Typed(Box::new(owned))), &self.0)
+            }
+        }
+    )*};
+}
+
+impl<K, T> Equivalent<K> for &Typed<T>
+where
+    Typed<T>: Equivalent<K>,
+{
+    #[inline]
+    fn equivalent(&self, stored: &K) -> bool {
+        (**self).equivalent(stored)
+    }
+}
+
+typed_args! {
+    (A 0)
+    (A 0, B 1)
+    (A 0, B 1, C 2)
+    (A 0, B 1, C 2, D 3)
+    (A 0, B 1, C 2, D 3, E 4)
+    (A 0, B 1, C 2, D 3, E 4, F 5)
+    (A 0, B 1, C 2, D 3, E 4, F 5, G 6)
+    (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7)
+}
+
 /// Keys up to this long are held in three words.
 const SHORT: usize = 24;
 
@@ -199,7 +375,7 @@ impl Short {
 
 /// An encoded key as L1 stores it: short ones in words, longer ones on the heap.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ByteKey(Bytes);
+struct ByteKey(Bytes);
 
 #[derive(Clone, PartialEq, Eq)]
 enum Bytes {
@@ -259,7 +435,17 @@ impl Equivalent<ByteKey> for ByteLookup<'_> {
     }
 }
 
-impl CallKey<ByteKey> for Key {
+impl Equivalent<AnyKey> for ByteLookup<'_> {
+    #[inline]
+    fn equivalent(&self, stored: &AnyKey) -> bool {
+        match &stored.0 {
+            Form::Bytes(stored) => self.equivalent(stored),
+            Form::Typed(_) => false,
+        }
+    }
+}
+
+impl CallKey<AnyKey> for Key {
     type Lookup<'a> = ByteLookup<'a>;
 
     #[inline]
@@ -267,9 +453,9 @@ impl CallKey<ByteKey> for Key {
         self.0.as_ref().ok().map(ByteLookup::new)
     }
 
-    fn resolve(self) -> Resolved<ByteKey> {
+    fn resolve(self) -> Resolved<AnyKey> {
         Resolved(self.0.map(|bytes| {
-            let stored = ByteLookup::new(&bytes).to_stored();
+            let stored = AnyKey(Form::Bytes(ByteLookup::new(&bytes).to_stored()));
             Box::new(Encoded { stored, bytes })
         }))
     }
@@ -330,6 +516,40 @@ mod tests {
         let widest = Parts((0u8, 1u8, 2u8, 3u8, 4u8, 5u8, 6u8, 7u8));
         is_call_key::<(u8, u8, u8, u8, u8, u8, u8, u8), _>(&widest);
         assert_eq!(MAX_PARTS, 8);
+    }
+
+    #[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+    struct UserId(u64);
+
+    #[test]
+    #[allow(clippy::needless_borrow, reason = "the borrow is how the generated code picks the form")]
+    fn hash_eq_clone_arguments_are_looked_up_as_themselves() {
+        let state = std::hash::RandomState::new();
+        let (id, tag) = (UserId(7), Some(3u8));
+        let probe: Typed<(&UserId, &Option<u8>)> = (&KeyArgs((&id, &tag))).form();
+        let stored = encoded(probe.resolve()).stored;
+        assert_eq!(state.hash_one(probe), state.hash_one(&stored));
+        assert!(probe.equivalent(&stored));
+        let other = UserId(8);
+        assert!(!(&KeyArgs((&other, &tag))).form().equivalent(&stored));
+        assert_eq!(
+            encoded(probe.resolve()).bytes,
+            key(&(&id, &tag)).0.unwrap(),
+            "the same bytes as the encoded form, for L2"
+        );
+        let bytes_form = encoded(key(&(&id, &tag)).resolve()).stored;
+        assert!(!probe.equivalent(&bytes_form) && stored != bytes_form);
+    }
+
+    #[test]
+    #[allow(clippy::needless_borrow, reason = "the borrow is how the generated code picks the form")]
+    fn other_arguments_are_looked_up_by_their_encoding() {
+        let ratio = 1.5f64;
+        let name: &str = "acme";
+        let by_bytes: Key = (&KeyArgs((&ratio, name))).form();
+        let stored = encoded(by_bytes.resolve()).stored;
+        let again: Key = (&KeyArgs((&ratio, name))).form();
+        assert!(again.lookup().unwrap().equivalent(&stored));
     }
 
     #[test]

@@ -48,7 +48,10 @@ pub use stats::FunctionStats;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::cache::FnCache;
-    pub use crate::call_key::{ByteKey, CallKey, KeyPart, Parts, Resolved, MAX_PARTS, SCALAR_PARTS};
+    pub use crate::call_key::{
+        key_arguments, AnyKey, CallKey, KeyArgs, KeyPart, Parts, Resolved, ViaBytes, ViaTyped, MAX_PARTS,
+        SCALAR_PARTS,
+    };
     pub use crate::codec::{serde_codec, Codec};
     pub use crate::error::BackendError;
     pub use crate::key::{key, Key};

@@ -661,7 +661,7 @@ async fn an_undecodable_row_is_a_miss_and_is_overwritten() {
 #[tokio::test]
 async fn a_key_that_cannot_be_encoded_is_not_cached() {
     let world = World::new();
-    let f: &'static FnCache<u64, crate::call_key::ByteKey, u64> =
+    let f: &'static FnCache<u64, crate::call_key::AnyKey, u64> =
         Box::leak(Box::new(FnCache::new("g", &spec(L1_ONLY), world.process())));
     let unencodable = || crate::key::Key(Err("a map with non-string keys".into()));
     let origin = Origin::new();
