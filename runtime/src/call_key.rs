@@ -522,7 +522,10 @@ mod tests {
     struct UserId(u64);
 
     #[test]
-    #[allow(clippy::needless_borrow, reason = "the borrow is how the generated code picks the form")]
+    #[allow(
+        clippy::needless_borrow,
+        reason = "the borrow is how the generated code picks the form"
+    )]
     fn hash_eq_clone_arguments_are_looked_up_as_themselves() {
         let state = std::hash::RandomState::new();
         let (id, tag) = (UserId(7), Some(3u8));
@@ -542,7 +545,10 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::needless_borrow, reason = "the borrow is how the generated code picks the form")]
+    #[allow(
+        clippy::needless_borrow,
+        reason = "the borrow is how the generated code picks the form"
+    )]
     fn other_arguments_are_looked_up_by_their_encoding() {
         let ratio = 1.5f64;
         let name: &str = "acme";
