@@ -4,8 +4,8 @@
 
 pub use tiered_macros::tiered_cached;
 pub use tiered_runtime::{
-    clear_l1, deadpool_postgres, shutdown, stats, BackendError, BackendFailureMode, FunctionStats, Runtime,
-    RuntimeBuilder,
+    clear_l1, deadpool_postgres, l2_evictions, shutdown, stats, BackendError, BackendFailureMode,
+    FunctionStats, Runtime, RuntimeBuilder,
 };
 
 /// What `#[tiered_cached]` expands to. Not a public API: it may change in any release.

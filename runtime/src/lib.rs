@@ -31,6 +31,7 @@ mod process;
 mod readers;
 mod registry;
 mod runtime;
+mod schema;
 mod single_flight;
 mod site;
 mod spec;
@@ -43,6 +44,7 @@ pub use policy::BackendFailureMode;
 pub use registry::{clear_l1, stats};
 pub use runtime::{shutdown, Runtime, RuntimeBuilder};
 pub use stats::FunctionStats;
+pub use sweeper::l2_evictions;
 
 /// What `#[tiered_cached]` expands to. Not a public API: it may change in any release.
 #[doc(hidden)]

@@ -5,17 +5,24 @@
 //! touches user data; the table name is validated before it is spliced in.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
 use sha2::{Digest, Sha256};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use crate::backend::{Entry, EntryId, Observed, Op, Row, L2, TOMBSTONE_LIFETIME};
 use crate::error::BackendError;
 use crate::notice::{Notice, Payload};
 use crate::readers::{Reader, Readers};
+use crate::schema::Schema;
+
+/// Index entries one statement of the eviction's walk reads at most: a fraction of a second,
+/// so it stays far below the sweep's statement timeout however large `l2_max_rows` is.
+const PROBE_STEP: i64 = 100_000;
 
 /// The PostgreSQL backend.
 pub(crate) struct PgBackend {
@@ -32,11 +39,13 @@ pub(crate) struct PgBackend {
 
 /// Where and how the backend connects, from the builder.
 pub(crate) struct PgSettings {
-    pub(crate) table: String,
+    pub(crate) schema: Schema,
+    /// Whether install runs the DDL, or only checks the tables.
+    pub(crate) create_schema: bool,
     pub(crate) namespace: String,
     /// `host:port/database`, for error messages.
     pub(crate) target: String,
-    /// The limit of the first connection and the schema set-up at install.
+    /// The limit of the first connection and the schema's set-up and check at install.
     pub(crate) connect_timeout: Duration,
     /// This runtime's id in the notices it sends.
     pub(crate) origin: u64,
@@ -55,6 +64,17 @@ struct Statements {
     invalidate_all: String,
     sweep_expired: String,
     sweep_dead_epochs: String,
+    /// The table's rows as the planner estimates them (rows per page at the last VACUUM or
+    /// ANALYZE, times its pages now); no row before either ran.
+    estimate_rows: String,
+    /// The `updated_at` of the namespace's row `$3` rows past the newest written before `$2`
+    /// (or at all, for `NULL`), read backwards through the `(namespace, updated_at)` index.
+    eviction_cutoff: String,
+    /// Deletes up to `$1` of the namespace's values written at or before `$3`, oldest first
+    /// (the order also keeps the planner on the index: the rows it wants may all sit at the
+    /// end of a sequential scan). Tombstones are left to expire: one that went early could let
+    /// a computation that started before its invalidation store its stale value.
+    evict: String,
 }
 
 impl Statements {
@@ -101,13 +121,30 @@ impl Statements {
                  RETURNING 1) SELECT pg_notify($3, $4) FROM changed"
             ),
             sweep_expired: format!(
-                "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE expires_at < now() \
-                 LIMIT $1 FOR UPDATE SKIP LOCKED)"
+                "WITH deleted AS (DELETE FROM {table} WHERE id IN (SELECT id FROM {table} \
+                 WHERE expires_at < now() LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING 1) \
+                 SELECT count(*) FROM deleted"
             ),
             sweep_dead_epochs: format!(
-                "DELETE FROM {table} WHERE id IN (SELECT c.id FROM {table} c JOIN {table}_epochs e \
-                 ON e.namespace = c.namespace AND e.function = c.function \
-                 WHERE c.epoch < e.epoch AND c.value IS NOT NULL LIMIT $1 FOR UPDATE OF c SKIP LOCKED)"
+                "WITH deleted AS (DELETE FROM {table} WHERE id IN (SELECT c.id FROM {table} c \
+                 JOIN {table}_epochs e ON e.namespace = c.namespace AND e.function = c.function \
+                 WHERE c.epoch < e.epoch AND c.value IS NOT NULL LIMIT $1 FOR UPDATE OF c SKIP LOCKED) \
+                 RETURNING 1) SELECT count(*) FROM deleted"
+            ),
+            estimate_rows: format!(
+                "SELECT c.reltuples::float8 / c.relpages \
+                     * (pg_relation_size(c.oid) / current_setting('block_size')::int8) \
+                 FROM pg_class c WHERE c.oid = '{table}'::regclass AND c.relpages > 0 AND c.reltuples >= 0"
+            ),
+            eviction_cutoff: format!(
+                "SELECT updated_at FROM {table} \
+                 WHERE namespace = $1 AND updated_at < COALESCE($2::timestamptz, 'infinity') \
+                 ORDER BY updated_at DESC OFFSET $3 LIMIT 1"
+            ),
+            evict: format!(
+                "WITH deleted AS (DELETE FROM {table} WHERE id IN (SELECT id FROM {table} \
+                 WHERE namespace = $2 AND updated_at <= $3 AND value IS NOT NULL \
+                 ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING 1) SELECT count(*) FROM deleted"
             ),
         }
     }
@@ -128,66 +165,71 @@ fn seconds(duration: Option<Duration>) -> Option<f64> {
 }
 
 impl PgBackend {
-    /// Checks out a connection, creates the tables if missing, and returns the backend.
+    /// Checks out a connection, creates the tables if missing (unless told not to), checks
+    /// them, and returns the backend.
     pub(crate) async fn connect(pool: Pool, settings: PgSettings) -> Result<Self, BackendError> {
         let backend = PgBackend {
             readers: Readers::for_pool(&pool),
-            sql: Statements::new(&settings.table),
-            channel: channel(&settings.table, &settings.namespace),
+            sql: Statements::new(&settings.schema.table),
+            channel: channel(&settings.schema.table, &settings.namespace),
             origin: settings.origin,
             pool,
-            table: settings.table,
+            table: settings.schema.table.clone(),
             namespace: settings.namespace,
             target: settings.target,
         };
         let timeout = settings.connect_timeout;
-        tokio::time::timeout(timeout, backend.create_schema())
-            .await
-            .unwrap_or_else(|_| {
-                Err(BackendError::Timeout {
-                    operation: "create table",
-                    target: backend.target.clone(),
-                    timeout,
-                })
-            })?;
+        tokio::time::timeout(
+            timeout,
+            backend.prepare_schema(&settings.schema, settings.create_schema),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(BackendError::Timeout {
+                operation: "create table",
+                target: backend.target.clone(),
+                timeout,
+            })
+        })?;
         Ok(backend)
     }
 
-    async fn create_schema(&self) -> Result<(), BackendError> {
-        let table = &self.table;
-        let ddl = format!(
-            "CREATE TABLE IF NOT EXISTS {table} (
-                 id bytea PRIMARY KEY,
-                 namespace text NOT NULL,
-                 function text NOT NULL,
-                 version bigint NOT NULL,
-                 value bytea,
-                 generation bigint NOT NULL,
-                 epoch bigint NOT NULL,
-                 expires_at timestamptz,
-                 updated_at timestamptz NOT NULL DEFAULT now()
-             );
-             COMMENT ON COLUMN {table}.value IS 'NULL: a tombstone left by an invalidation';
-             CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at) WHERE expires_at IS NOT NULL;
-             CREATE TABLE IF NOT EXISTS {table}_epochs (
-                 namespace text NOT NULL,
-                 function text NOT NULL,
-                 epoch bigint NOT NULL,
-                 PRIMARY KEY (namespace, function)
-             );"
-        );
-        self.with_client("create table", |mut client| async move {
-            let tx = client.transaction().await?;
-            // Serialise concurrent installs: CREATE ... IF NOT EXISTS races on the catalog.
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtext($1))",
-                &[&format!("tiered:{table}")],
-            )
+    /// With `create`, runs the DDL; then checks that the tables have all that tiered needs.
+    async fn prepare_schema(&self, schema: &Schema, create: bool) -> Result<(), BackendError> {
+        let checked = self
+            .with_client("check tables", |mut client| async move {
+                if create {
+                    // Kept apart: a refused DDL statement is explained below.
+                    if let Err(refused) = schema.create(&mut client).await {
+                        return Ok(Err(refused));
+                    }
+                }
+                schema.check(&**client).await.map(Ok)
+            })
             .await?;
-            tx.batch_execute(&ddl).await?;
-            tx.commit().await
-        })
-        .await
+        let findings = checked.map_err(|refused| {
+            let mut error = BackendError::from_query("create tables", &self.table, &self.target, &refused);
+            if let (BackendError::Query { message, .. }, Some(&SqlState::INSUFFICIENT_PRIVILEGE)) =
+                (&mut error, refused.code())
+            {
+                message.push_str(
+                    "; a role that may not create the tables installs with create_schema(false), \
+                     once an owner has run the DDL of RuntimeBuilder::schema_sql()",
+                );
+            }
+            error
+        })?;
+        for warning in &findings.warnings {
+            tracing::warn!(target = self.target, "tiered: {warning}");
+        }
+        if findings.missing.is_empty() {
+            return Ok(());
+        }
+        Err(BackendError::InvalidConfig(format!(
+            "the tables at {} are not usable: {}; RuntimeBuilder::schema_sql() gives the DDL that creates them",
+            self.target,
+            findings.missing.join("; ")
+        )))
     }
 
     /// Reads an entry's row: a primary-key lookup when the function's epoch is known, else
@@ -286,29 +328,114 @@ impl PgBackend {
     /// Deletes expired rows and rows of dead epochs, in batches of `batch` rows, each
     /// statement limited to `statement_timeout` on the server. Returns how many were deleted.
     pub(crate) async fn sweep(&self, batch: i64, statement_timeout: Duration) -> Result<u64, BackendError> {
-        let mut deleted = 0;
+        let deleted = AtomicU64::new(0);
         for sql in [&self.sql.sweep_expired, &self.sql.sweep_dead_epochs] {
-            loop {
-                let rows = self
-                    .with_client("sweep", |mut client| async move {
-                        let tx = client.transaction().await?;
-                        tx.batch_execute(&format!(
-                            "SET LOCAL statement_timeout = {}",
-                            statement_timeout.as_millis()
-                        ))
-                        .await?;
-                        let rows = tx.execute(sql.as_str(), &[&batch]).await?;
-                        tx.commit().await?;
-                        Ok(rows)
-                    })
-                    .await?;
-                deleted += rows;
-                if rows < batch as u64 {
-                    break;
-                }
+            self.delete_in_batches(sql, &[], batch, statement_timeout, &deleted)
+                .await?;
+        }
+        Ok(deleted.into_inner())
+    }
+
+    /// Deletes the namespace's values written before its `keep` newest rows, oldest first, in
+    /// batches of `batch` rows, each statement limited to `statement_timeout` on the server;
+    /// `evicted` counts them as each batch commits. No statement counts the table: while the
+    /// planner's estimate of the whole table is under half of `keep` rows, this is one catalog
+    /// lookup; past that, `keep` entries of the `(namespace, updated_at)` index are read to
+    /// find the cutoff, [`PROBE_STEP`] per statement.
+    pub(crate) async fn evict(
+        &self,
+        keep: i64,
+        batch: i64,
+        statement_timeout: Duration,
+        evicted: &AtomicU64,
+    ) -> Result<(), BackendError> {
+        let estimate = self
+            .swept(&self.sql.estimate_rows, &[], statement_timeout, |rows| {
+                rows.first().map(|row| row.try_get::<_, f64>(0)).transpose()
+            })
+            .await?;
+        // Half: a margin for statistics gathered when the rows were packed differently.
+        if estimate.is_some_and(|rows| rows < keep as f64 / 2.0) {
+            return Ok(());
+        }
+        // The row at `position` (0-based, newest first) found so far; the walk starts above
+        // them all. Rows tied with a step's cutoff are passed over uncounted: at worst it
+        // keeps more.
+        let (mut cutoff, mut position) = (None::<SystemTime>, -1_i64);
+        while position < keep {
+            let offset = (keep - position - 1).min(PROBE_STEP);
+            let next = self
+                .swept(
+                    &self.sql.eviction_cutoff,
+                    &[&self.namespace, &cutoff, &offset],
+                    statement_timeout,
+                    |rows| rows.first().map(|row| row.try_get(0)).transpose(),
+                )
+                .await?;
+            let Some(next) = next else {
+                return Ok(()); // fewer than `keep` rows
+            };
+            cutoff = Some(next);
+            position += offset + 1;
+        }
+        self.delete_in_batches(
+            &self.sql.evict,
+            &[&self.namespace, &cutoff],
+            batch,
+            statement_timeout,
+            evicted,
+        )
+        .await
+    }
+
+    /// Runs `sql`, a `DELETE` of at most `$1` rows that returns its count, with `$1` =
+    /// `batch` and `params` after it, until it deletes fewer than `batch`; adds each count to
+    /// `deleted`.
+    async fn delete_in_batches(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        batch: i64,
+        statement_timeout: Duration,
+        deleted: &AtomicU64,
+    ) -> Result<(), BackendError> {
+        let params: Vec<&(dyn ToSql + Sync)> = std::iter::once(&batch as _)
+            .chain(params.iter().copied())
+            .collect();
+        loop {
+            let rows = self
+                .swept(sql, &params, statement_timeout, |rows| {
+                    rows[0].try_get::<_, i64>(0)
+                })
+                .await?;
+            deleted.fetch_add(rows as u64, Relaxed);
+            if rows < batch {
+                return Ok(());
             }
         }
-        Ok(deleted)
+    }
+
+    /// Runs one sweeping statement in a transaction of its own, limited to `statement_timeout`
+    /// on the server (a sweep must not hold locks for long), and maps its rows with `map`.
+    async fn swept<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        statement_timeout: Duration,
+        map: impl FnOnce(Vec<tokio_postgres::Row>) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, BackendError> {
+        self.with_client("sweep", |mut client| async move {
+            let tx = client.transaction().await?;
+            tx.batch_execute(&format!(
+                "SET LOCAL statement_timeout = {}",
+                statement_timeout.as_millis()
+            ))
+            .await?;
+            let rows = tx.query(sql, params).await?;
+            tx.commit().await?;
+            map(rows)
+        })
+        .await
     }
 
     /// Runs `op` on a pooled connection, mapping every failure to a `BackendError` that says

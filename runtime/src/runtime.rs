@@ -15,6 +15,7 @@ use crate::listener::{self, ListenerSettings};
 use crate::policy::Backoff;
 use crate::postgres::{PgBackend, PgSettings};
 use crate::process::{Installed, PROCESS};
+use crate::schema::Schema;
 use crate::sweeper;
 
 /// The process-wide tiered runtime: the PostgreSQL L2 shared by every `backend = "pg"`
@@ -49,6 +50,9 @@ impl Runtime {
             listen_url: None,
             staleness_bound: Duration::from_secs(2),
             sweep_interval: Duration::from_secs(60),
+            create_schema: true,
+            unlogged: false,
+            max_rows: None,
         }
     }
 }
@@ -72,6 +76,9 @@ pub struct RuntimeBuilder {
     listen_url: Option<String>,
     staleness_bound: Duration,
     sweep_interval: Duration,
+    create_schema: bool,
+    unlogged: bool,
+    max_rows: Option<u64>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -183,15 +190,126 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Connects, creates the table if it is missing, and makes L2 available to every
+    /// Whether install creates the tables (default `true`), or only checks them.
+    ///
+    /// With `true`, every install runs [`schema_sql`](Self::schema_sql) (idempotent:
+    /// `CREATE … IF NOT EXISTS`), so the role needs `CREATE` on the schema and must own the
+    /// tables once they exist. With `false`, install runs no DDL: it checks, in the catalog,
+    /// that both tables exist (in the role's `search_path`) with every column, key and index
+    /// tiered uses, and that the role has the privileges below, and fails with
+    /// [`BackendError::InvalidConfig`] naming whatever is missing. Create the tables with your
+    /// migrations from `schema_sql()`.
+    ///
+    /// The privileges a role needs in either mode: `USAGE` on the schema; `SELECT`, `INSERT`,
+    /// `UPDATE` and `DELETE` on the cache table; `SELECT`, `INSERT` and `UPDATE` on
+    /// `<table>_epochs`. `LISTEN`/`NOTIFY` (cross-process invalidation) and the advisory lock
+    /// taken while creating the tables need none.
+    ///
+    /// ```sql
+    /// GRANT USAGE ON SCHEMA public TO app;
+    /// GRANT SELECT, INSERT, UPDATE, DELETE ON tiered_cache, tiered_cache_epochs TO app;
+    /// ```
+    pub fn create_schema(mut self, create: bool) -> Self {
+        self.create_schema = create;
+        self
+    }
+
+    /// The DDL that install runs with [`create_schema(true)`](Self::create_schema), for this
+    /// builder's table and options ([`unlogged`](Self::unlogged),
+    /// [`l2_max_rows`](Self::l2_max_rows)): for a migration tool (sqlx, refinery, Flyway).
+    /// Every statement is idempotent (`IF NOT EXISTS`); none alters an existing table.
+    ///
+    /// ```
+    /// let ddl = tiered::Runtime::builder().table("app_cache").schema_sql();
+    /// assert!(ddl.starts_with("CREATE TABLE IF NOT EXISTS app_cache ("));
+    /// assert!(ddl.contains("CREATE TABLE IF NOT EXISTS app_cache_epochs ("));
+    /// ```
+    ///
+    /// # Panics
+    /// If the table name is not allowed (see [`table`](Self::table)); `install` reports the
+    /// same as [`BackendError::InvalidConfig`].
+    pub fn schema_sql(&self) -> String {
+        validate_table(&self.table).unwrap_or_else(|err| panic!("{err}"));
+        self.schema().sql()
+    }
+
+    /// Whether the cache table is created `UNLOGGED` (default `false`): its writes skip the
+    /// write-ahead log, so they cost less, and a server crash (not a clean restart) empties
+    /// the table; it is not replicated either, so after a failover to a standby it is empty.
+    ///
+    /// A cache can lose its rows: they are misses, recomputed and written again. What must
+    /// survive a crash stays logged: `<table>_epochs`, so an invalidate-all epoch never goes
+    /// back (a value computed under an old epoch could otherwise be stored as current once
+    /// the counter climbed back to that number). Other processes' L1s: a crash ends every
+    /// connection, so each process's invalidation listener reconnects, and a reconnection
+    /// clears the L1 of every `backend = "pg"` function and forgets the L2 epochs the process
+    /// had learned, since notices sent just before the crash may never have arrived.
+    /// What a crash can still undo is a tombstone: a computation that read L2 before a key's
+    /// invalidation and writes after the crash (both within its run, which must straddle the
+    /// server's recovery) can store its value, served until its TTL or the next invalidation.
+    ///
+    /// Applies when install creates the table; an existing table keeps its persistence (a
+    /// `warn` at install says when it differs: `ALTER TABLE … SET UNLOGGED` rewrites the
+    /// table under an exclusive lock).
+    pub fn unlogged(mut self, unlogged: bool) -> Self {
+        self.unlogged = unlogged;
+        self
+    }
+
+    /// Keeps this namespace's rows in L2 to about `rows` (default: no bound): every
+    /// `sweep_interval`, the sweeper deletes the rows written before the `rows` most recently
+    /// written, oldest first, 1,000 per statement with `SKIP LOCKED`, so reads are never
+    /// blocked. It is "about": rows written since the last sweep and tombstones (which expire
+    /// within 10 minutes) come on top, and rows written at the same instant (one transaction)
+    /// are kept or evicted together. Writes set the order; reads do not.
+    ///
+    /// Cost: an index on `(namespace, updated_at)` (in [`schema_sql`](Self::schema_sql)),
+    /// maintained by every write. No sweep counts the table: while the planner's estimate of
+    /// the whole table is under half of `rows`, a sweep costs one catalog lookup; past that,
+    /// it reads `rows` entries of that index, newest first and 100,000 per statement, to find
+    /// the cutoff, so its cost grows with `rows`, not with the table; every process sweeps.
+    /// Evictions are counted by [`l2_evictions`](crate::l2_evictions) and by the sweep's
+    /// `debug` event.
+    ///
+    /// On a large existing table, create the index first
+    /// (`CREATE INDEX CONCURRENTLY IF NOT EXISTS <table>_updated_at ON <table> (namespace, updated_at)`):
+    /// install would build it while blocking writes. Install fails with
+    /// [`BackendError::InvalidConfig`] for `0`.
+    pub fn l2_max_rows(mut self, rows: u64) -> Self {
+        self.max_rows = Some(rows);
+        self
+    }
+
+    fn schema(&self) -> Schema {
+        Schema {
+            table: self.table.clone(),
+            unlogged: self.unlogged,
+            evicting: self.max_rows.is_some(),
+        }
+    }
+
+    /// Connects, creates the tables if they are missing (see
+    /// [`create_schema`](Self::create_schema)), checks them, and makes L2 available to every
     /// `backend = "pg"` function of the process.
     ///
     /// # Errors
-    /// [`BackendError::InvalidConfig`] for a bad URL, table or namespace,
+    /// [`BackendError::InvalidConfig`] for a bad URL, table or namespace, or tables that lack
+    /// something tiered needs (the message names it),
     /// [`BackendError::Connect`] / [`BackendError::Timeout`] if the server cannot be reached
     /// (the message says where, and for a failed TLS handshake what failed), [`BackendError::AlreadyInstalled`] if a runtime is installed.
     pub async fn install(self) -> Result<(), BackendError> {
         validate_table(&self.table)?;
+        let max_rows = self
+            .max_rows
+            .map(|rows| match rows {
+                0 => Err(BackendError::InvalidConfig(
+                    "l2_max_rows(0) would keep nothing in L2: give at least 1, or use backend = \"none\""
+                        .into(),
+                )),
+                rows => Ok(i64::try_from(rows).unwrap_or(i64::MAX)),
+            })
+            .transpose()?;
+        let schema = self.schema();
         let listen_config = self.listen_url.as_deref().map(parse_url).transpose()?;
         let (pool, target, url_config) = match self.source {
             None => {
@@ -212,7 +330,8 @@ impl RuntimeBuilder {
         let origin = fastrand::u64(..);
         let connect_timeout = self.connect_timeout.max(self.l2_timeout);
         let settings = PgSettings {
-            table: self.table,
+            schema,
+            create_schema: self.create_schema,
             namespace: self.namespace.clone(),
             target: target.clone(),
             connect_timeout,
@@ -248,6 +367,7 @@ impl RuntimeBuilder {
         installed.tasks.spawn(sweeper::run(
             Arc::downgrade(&backend),
             self.sweep_interval,
+            max_rows,
             installed.stop.clone(),
         ));
         match listener {
@@ -320,6 +440,20 @@ mod tests {
         for bad in ["", "1abc", "Cache", "a;drop table x", "a.b", &"x".repeat(49)] {
             assert!(validate_table(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[tokio::test]
+    async fn l2_max_rows_of_zero_is_refused_before_connecting() {
+        let err = Runtime::builder()
+            .postgres_url("postgres://nobody@127.0.0.1:1/nowhere")
+            .l2_max_rows(0)
+            .install()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, BackendError::InvalidConfig(m) if m.contains("l2_max_rows(0)")),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

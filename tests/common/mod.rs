@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tiered_testkit::PgServer;
 
@@ -85,4 +85,14 @@ pub async fn joined_then<F: Future>(call: F, joined: &tokio::sync::Semaphore) ->
     }
     joined.add_permits(1);
     call.await
+}
+
+/// Polls until `done` says the background work it checks for (the sweeper's, in the table) is
+/// done; panics with `what` after 15 s.
+pub async fn eventually<F: Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
