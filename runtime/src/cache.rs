@@ -335,6 +335,13 @@ where
             self.superseded();
             return Ok(());
         }
+        // While the listener is down, or once it has reconnected since the read (which drops
+        // every L1 epoch), invalidations may have gone unheard, and after a server crash an
+        // UNLOGGED table has lost the tombstones that would refuse this write: L1 alone.
+        if self.process.listener.down() || self.epochs.all() != snapshot.all {
+            self.store_l1(key, Some(&entry.id), value, snapshot, None);
+            return Ok(());
+        }
         match self.write {
             WriteMode::Through => {
                 let written = self

@@ -121,6 +121,11 @@ impl ListenerState {
         self.state.load(Relaxed) == UP
     }
 
+    /// Whether an installed listener is disconnected (notices may be missed).
+    pub(crate) fn down(&self) -> bool {
+        self.state.load(Relaxed) == DOWN
+    }
+
     /// While an installed listener is down, the age past which an L1 entry of an L2-backed
     /// function is no longer served (it may have been invalidated elsewhere meanwhile).
     #[inline]

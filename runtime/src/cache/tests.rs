@@ -687,3 +687,29 @@ async fn the_bodys_err_reaches_its_caller_and_is_not_cached() {
     assert_eq!(world.store.calls(Operation::Write), 0);
     assert_eq!(call(f, 1, async { Ok(2) }).await, Ok(2));
 }
+
+#[tokio::test]
+async fn a_computation_that_spans_a_listener_reconnection_writes_nothing_to_l2() {
+    let world = World::new();
+    let f = cache(world.process(), spec(L1_ONLY));
+    let (computing, release) = held_computation(f, 7).await;
+    // The connection is lost (a crash of the server, say) and made again meanwhile.
+    f.process.listener.disconnected();
+    f.process.registry.clear_l1(true);
+    f.process.listener.connected();
+    release.notify_one();
+    assert_eq!(computing.await.unwrap(), 7);
+    assert_eq!(world.store.calls(Operation::Write), 0);
+}
+
+#[tokio::test]
+async fn while_the_listener_is_down_a_computed_value_stays_in_l1() {
+    let world = World::new();
+    let f = cache(world.process(), spec(L1_ONLY));
+    f.process.listener.disconnected();
+    let origin = Origin::new();
+    assert_eq!(call(f, 1, origin.value(3)).await, 3);
+    assert_eq!(world.store.calls(Operation::Write), 0);
+    assert_eq!(call(f, 1, origin.value(4)).await, 3, "kept in L1");
+    assert_eq!(origin.runs(), 1);
+}
