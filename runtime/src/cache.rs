@@ -84,6 +84,8 @@ struct WriteBack<V> {
     entry: Entry<'static>,
     observed: Observed,
     read_at: Instant,
+    /// The listener's losses before the read (see `ListenerState::losses`).
+    losses: u64,
 }
 
 impl<V, K, R> std::fmt::Debug for FnCache<V, K, R> {
@@ -261,6 +263,7 @@ where
             .l2_epoch()
             .filter(|_| self.process.listener.listening());
         let read_at = self.process.clock.now();
+        let losses = self.process.listener.losses();
         let read = self
             .attempt(&linked.installed, || {
                 linked.installed.l2.read(self.name, &entry.id, known_epoch)
@@ -297,6 +300,7 @@ where
             entry,
             observed: row.observed,
             read_at,
+            losses,
         })))
     }
 
@@ -321,6 +325,7 @@ where
             entry,
             observed,
             read_at,
+            losses,
         } = write_back;
         let bytes = match linked.codec.encode(value) {
             Ok(bytes) => bytes,
@@ -335,10 +340,10 @@ where
             self.superseded();
             return Ok(());
         }
-        // While the listener is down, or once it has reconnected since the read (which drops
-        // every L1 epoch), invalidations may have gone unheard, and after a server crash an
-        // UNLOGGED table has lost the tombstones that would refuse this write: L1 alone.
-        if self.process.listener.down() || self.epochs.all() != snapshot.all {
+        // If the listener lost its connection since the read (or L1 was dropped), invalidations
+        // may have gone unheard, and after a server crash an UNLOGGED table has lost the
+        // tombstones that would refuse this write: L1 alone.
+        if self.process.listener.losses() != losses || self.epochs.all() != snapshot.all {
             self.store_l1(key, Some(&entry.id), value, snapshot, None);
             return Ok(());
         }

@@ -106,6 +106,8 @@ const DOWN: u8 = 2;
 pub(crate) struct ListenerState {
     state: AtomicU8,
     staleness_bound_nanos: AtomicU64,
+    /// How many times the connection was lost.
+    losses: AtomicU64,
 }
 
 impl ListenerState {
@@ -113,6 +115,7 @@ impl ListenerState {
         ListenerState {
             state: AtomicU8::new(NOT_LISTENING),
             staleness_bound_nanos: AtomicU64::new(0),
+            losses: AtomicU64::new(0),
         }
     }
 
@@ -121,9 +124,10 @@ impl ListenerState {
         self.state.load(Relaxed) == UP
     }
 
-    /// Whether an installed listener is disconnected (notices may be missed).
-    pub(crate) fn down(&self) -> bool {
-        self.state.load(Relaxed) == DOWN
+    /// How many times the connection was lost so far: a computation that read L2 before a
+    /// loss may have missed notices (and, after a server crash, lost tombstones).
+    pub(crate) fn losses(&self) -> u64 {
+        self.losses.load(SeqCst)
     }
 
     /// While an installed listener is down, the age past which an L1 entry of an L2-backed
@@ -148,7 +152,11 @@ impl ListenerState {
 
     /// Returns whether it was connected.
     pub(crate) fn disconnected(&self) -> bool {
-        self.state.swap(DOWN, SeqCst) == UP
+        let was_up = self.state.swap(DOWN, SeqCst) == UP;
+        if was_up {
+            self.losses.fetch_add(1, SeqCst);
+        }
+        was_up
     }
 
     pub(crate) fn stopped(&self) {
