@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
 
 use crate::backend::L2;
 use crate::breaker::{Breaker, BreakerSettings};
@@ -49,6 +49,7 @@ impl Runtime {
             listen_url: None,
             staleness_bound: Duration::from_secs(2),
             sweep_interval: Duration::from_secs(60),
+            transaction_pooler: false,
         }
     }
 }
@@ -72,6 +73,7 @@ pub struct RuntimeBuilder {
     listen_url: Option<String>,
     staleness_bound: Duration,
     sweep_interval: Duration,
+    transaction_pooler: bool,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -154,7 +156,8 @@ impl RuntimeBuilder {
     /// The server for the invalidation listener's own connection, when the runtime is given a
     /// pool: a pooled connection cannot receive notifications. TLS as for
     /// [`postgres_url`](Self::postgres_url). With `postgres_url`, the listener uses that URL
-    /// and this is not needed.
+    /// and this is not needed, unless that URL is a transaction pooler's (see
+    /// [`transaction_pooler`](Self::transaction_pooler)): LISTEN needs the server itself.
     pub fn listen_url(mut self, url: impl Into<String>) -> Self {
         self.listen_url = Some(url.into());
         self
@@ -183,11 +186,26 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Whether the pool goes through a transaction-mode pooler such as pgbouncer or Supavisor
+    /// (default `false`): then no L2 statement leaves anything in the server session past its
+    /// transaction (statements are unnamed, parsed each time, which makes an L2 read slower).
+    ///
+    /// Without it, L2 statements are prepared once per connection; if the server's answers
+    /// show such a pooler, the runtime switches to unnamed statements for the rest of the
+    /// process and warns once. Either way the invalidation listener cannot go through the
+    /// pooler, which drops notifications: give [`listen_url`](Self::listen_url) the server's
+    /// own address (install fails if notifications do not arrive).
+    pub fn transaction_pooler(mut self, enabled: bool) -> Self {
+        self.transaction_pooler = enabled;
+        self
+    }
+
     /// Connects, creates the table if it is missing, and makes L2 available to every
     /// `backend = "pg"` function of the process.
     ///
     /// # Errors
-    /// [`BackendError::InvalidConfig`] for a bad URL, table or namespace,
+    /// [`BackendError::InvalidConfig`] for a bad URL, table or namespace, or a listener that
+    /// receives no notifications (a transaction pooler's URL, where the server's is needed),
     /// [`BackendError::Connect`] / [`BackendError::Timeout`] if the server cannot be reached
     /// (the message says where, and for a failed TLS handshake what failed), [`BackendError::AlreadyInstalled`] if a runtime is installed.
     pub async fn install(self) -> Result<(), BackendError> {
@@ -217,6 +235,7 @@ impl RuntimeBuilder {
             target: target.clone(),
             connect_timeout,
             origin,
+            transaction_pooler: self.transaction_pooler,
         };
         let backend = PgBackend::connect(pool, settings)
             .await
@@ -235,6 +254,7 @@ impl RuntimeBuilder {
             heartbeat: Duration::from_secs(1),
             timeout: connect_timeout,
             staleness_bound: self.staleness_bound,
+            prober: Arc::downgrade(&backend),
         });
         let l2: Arc<dyn L2> = backend.clone();
         let breaker = Breaker::new(self.breaker, PROCESS.clock.clone(), target.clone());
@@ -252,18 +272,20 @@ impl RuntimeBuilder {
         ));
         match listener {
             Some(settings) => {
-                let listening = Arc::new(Notify::new());
-                installed.tasks.spawn(listener::run(
-                    settings,
-                    &PROCESS,
-                    installed.stop.clone(),
-                    listening.clone(),
-                ));
-                if tokio::time::timeout(connect_timeout, listening.notified())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!("tiered: the invalidation listener is not connected yet; it keeps trying");
+                let (verdict, first) = oneshot::channel();
+                installed
+                    .tasks
+                    .spawn(listener::run(settings, &PROCESS, installed.stop.clone(), verdict));
+                // Connecting, then a probe's round trip: each within the connect timeout.
+                match tokio::time::timeout(2 * connect_timeout, first).await {
+                    Ok(Ok(Ok(()))) => {}
+                    Ok(Ok(Err(undelivered))) => {
+                        shutdown().await;
+                        return Err(BackendError::InvalidConfig(undelivered));
+                    }
+                    Ok(Err(_)) | Err(_) => tracing::warn!(
+                        "tiered: the invalidation listener is not connected yet; it keeps trying"
+                    ),
                 }
             }
             None => tracing::warn!(
