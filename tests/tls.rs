@@ -4,21 +4,19 @@
 //! `listen_url`, and clear errors for a wrong CA, a host the certificate does not name and
 //! `sslmode=disable`.
 //!
-//! Each test installs the runtime and shuts it down again ([`Installed`]), one test at a time.
+//! Each test installs the runtime and shuts it down again ([`OwnRuntime`]), one test at a time.
 //! The other process of the invalidation tests is this test binary running `other_process`.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{block_on, stats_of};
+use common::{block_on, stats_of, OtherProcess, OwnRuntime};
 use tiered::deadpool_postgres::{Manager, ManagerConfig, Pool};
-use tiered::{tiered_cached, BackendError, Runtime, RuntimeBuilder};
-use tiered_testkit::{unique_name, PgServer};
+use tiered::{tiered_cached, BackendError, Runtime};
+use tiered_testkit::PgServer;
 
 /// In every URL, so that tests can check that no message shows it (the server trusts every
 /// connection that gets past `pg_hba.conf`, so it is never checked).
@@ -79,49 +77,9 @@ async fn listeners_over_tls(pid: u32) -> i64 {
     .await
 }
 
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The runtime one test installed on a table of its own; shut down when dropped, even by a
-/// failing test, so that the next test can install again.
-struct Installed {
-    table: String,
-    _serial: MutexGuard<'static, ()>,
-}
-
-impl Installed {
-    fn new(configure: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder) -> Installed {
-        let serial = serial();
-        let table = unique_name("tls");
-        let builder = Runtime::builder()
-            .table(&table)
-            .l2_timeout(Duration::from_secs(5));
-        block_on(configure(builder).install()).unwrap_or_else(|e| panic!("install over TLS: {e}"));
-        Installed {
-            table,
-            _serial: serial,
-        }
-    }
-}
-
-impl Drop for Installed {
-    fn drop(&mut self) {
-        block_on(tiered::shutdown());
-    }
-}
-
 /// The error that installing with `url` fails with.
 fn install_error(url: &str) -> BackendError {
-    let _serial = serial();
-    match block_on(Runtime::builder().postgres_url(url).install()) {
-        Err(err) => err,
-        Ok(()) => {
-            block_on(tiered::shutdown());
-            panic!("installing with {url} succeeded");
-        }
-    }
+    common::install_error(|builder| builder.postgres_url(url))
 }
 
 fn assert_says(err: &BackendError, expected: &[&str]) {
@@ -153,7 +111,7 @@ async fn shared(_k: u64) -> u64 {
 }
 
 /// A value computed once is read back from L2 after L1 is cleared, and its row is in the table.
-fn l2_round_trip(installed: &Installed) {
+fn l2_round_trip(installed: &OwnRuntime) {
     block_on(async {
         tiered::clear_l1();
         let (runs, l2_hits) = (VALUE_RUNS.load(SeqCst), stats_of("tls_value").l2_hits);
@@ -178,9 +136,9 @@ fn l2_round_trip(installed: &Installed) {
 
 /// An invalidation made here evicts the entry from the L1 of another process, whose listener
 /// connected with `url`.
-fn invalidation_reaches_another_process(installed: &Installed, url: &str) {
-    let mut other = OtherProcess::start(url, &installed.table);
-    assert_eq!(block_on(listeners_over_tls(other.child.id())), 1);
+fn invalidation_reaches_another_process(installed: &OwnRuntime, url: &str) {
+    let mut other = start_other_process(url, &installed.table);
+    assert_eq!(block_on(listeners_over_tls(other.id())), 1);
     block_on(invalidate_shared(1)).expect("invalidate over TLS");
     assert_eq!(
         other.answer(),
@@ -192,7 +150,7 @@ fn invalidation_reaches_another_process(installed: &Installed, url: &str) {
 #[test]
 fn sslmode_require_round_trips_through_l2_and_carries_invalidations_to_another_process() {
     let url = url("sslmode=require");
-    let installed = Installed::new(|builder| builder.postgres_url(&url));
+    let installed = OwnRuntime::install("tls", |builder| builder.postgres_url(&url));
     l2_round_trip(&installed);
     invalidation_reaches_another_process(&installed, &url);
 }
@@ -200,14 +158,14 @@ fn sslmode_require_round_trips_through_l2_and_carries_invalidations_to_another_p
 #[test]
 fn sslmode_verify_full_round_trips_through_l2_and_carries_invalidations_to_another_process() {
     let url = verify_full_url();
-    let installed = Installed::new(|builder| builder.postgres_url(&url));
+    let installed = OwnRuntime::install("tls", |builder| builder.postgres_url(&url));
     l2_round_trip(&installed);
     invalidation_reaches_another_process(&installed, &url);
 }
 
 #[test]
 fn without_sslmode_prefer_finds_tls_on_a_tls_only_server() {
-    let installed = Installed::new(|builder| builder.postgres_url(url("")));
+    let installed = OwnRuntime::install("tls", |builder| builder.postgres_url(url("")));
     l2_round_trip(&installed);
 }
 
@@ -233,7 +191,7 @@ fn verify_ca_checks_the_chain_but_not_the_host_name() {
     assert_says(&err, &["certificate not trusted"]);
 
     let verify_ca = elsewhere(format!("sslmode=verify-ca&sslrootcert={}", ca()));
-    let installed = Installed::new(|builder| builder.postgres_url(&verify_ca));
+    let installed = OwnRuntime::install("tls", |builder| builder.postgres_url(&verify_ca));
     l2_round_trip(&installed);
 }
 
@@ -279,7 +237,9 @@ fn with_postgres_pool_the_listener_takes_its_tls_settings_from_listen_url() {
     );
     let pool = Pool::builder(manager).max_size(4).build().expect("a pool");
     let listen_url = verify_full_url();
-    let installed = Installed::new(|builder| builder.postgres_pool(pool).listen_url(&listen_url));
+    let installed = OwnRuntime::install("tls", |builder| {
+        builder.postgres_pool(pool).listen_url(&listen_url)
+    });
     l2_round_trip(&installed);
     invalidation_reaches_another_process(&installed, &listen_url);
 }
@@ -309,47 +269,10 @@ fn other_process() {
     });
 }
 
-/// The other process, killed when dropped.
-struct OtherProcess {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl OtherProcess {
-    /// Starts it and waits until it has installed and cached `shared(1)` in L1.
-    fn start(url: &str, table: &str) -> OtherProcess {
-        let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--ignored", "--exact", "other_process", "--nocapture"])
-            .env(OTHER_URL_VAR, url)
-            .env(OTHER_TABLE_VAR, table)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the other process");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut other = OtherProcess { child, stdout };
-        assert_eq!(other.answer(), "ready");
-        other
-    }
-
-    fn answer(&mut self) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(
-                self.stdout.read_line(&mut line).expect("read the other process") > 0,
-                "the other process exited"
-            );
-            // The test harness may put its own "test other_process ... " in front of an answer.
-            if let Some((_, answer)) = line.trim_end().split_once(OTHER) {
-                return answer.to_owned();
-            }
-        }
-    }
-}
-
-impl Drop for OtherProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the other process and waits until it has installed and cached `shared(1)` in L1.
+fn start_other_process(url: &str, table: &str) -> OtherProcess {
+    let env = [(OTHER_URL_VAR, url), (OTHER_TABLE_VAR, table)];
+    let mut other = OtherProcess::start("other_process", &env, OTHER);
+    assert_eq!(other.answer(), "ready");
+    other
 }

@@ -66,6 +66,11 @@ impl ConnectConfig {
         self
     }
 
+    /// Where it connects: `host:port/database`, never the password.
+    pub(crate) fn target(&self) -> String {
+        describe_target(&self.config)
+    }
+
     /// Opens one connection, TLS as for the pool; an error names the server.
     pub(crate) async fn connect(&self) -> Result<(Client, Connection), String> {
         self.config

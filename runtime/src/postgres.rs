@@ -12,11 +12,12 @@ use std::time::{Duration, SystemTime};
 use deadpool_postgres::Pool;
 use sha2::{Digest, Sha256};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 
 use crate::backend::{Entry, EntryId, Observed, Op, Row, L2, TOMBSTONE_LIFETIME};
 use crate::error::BackendError;
 use crate::notice::{Notice, Payload};
+use crate::protocol::{Param, Protocol};
 use crate::readers::{Reader, Readers};
 use crate::schema::Schema;
 
@@ -35,6 +36,7 @@ pub(crate) struct PgBackend {
     /// The NOTIFY channel of this table and namespace.
     channel: String,
     origin: u64,
+    protocol: Protocol,
 }
 
 /// Where and how the backend connects, from the builder.
@@ -49,6 +51,8 @@ pub(crate) struct PgSettings {
     pub(crate) connect_timeout: Duration,
     /// This runtime's id in the notices it sends.
     pub(crate) origin: u64,
+    /// Statements are unnamed from the start (see `protocol`).
+    pub(crate) transaction_pooler: bool,
 }
 
 /// The statements, with the validated table name spliced in; user data is always a parameter.
@@ -173,6 +177,7 @@ impl PgBackend {
             sql: Statements::new(&settings.schema.table),
             channel: channel(&settings.schema.table, &settings.namespace),
             origin: settings.origin,
+            protocol: Protocol::new(settings.transaction_pooler),
             pool,
             table: settings.schema.table.clone(),
             namespace: settings.namespace,
@@ -249,16 +254,18 @@ impl PgBackend {
         }
         let (current_epoch, columns) = self
             .with_reader("read", |client| async move {
+                let id: Param = (&&id[..], Type::BYTEA);
                 let (current_epoch, row, first) = match known_epoch {
                     Some(epoch) => {
-                        let statement = client.prepare_cached(&self.sql.read_row).await?;
-                        (epoch, client.query_opt(&statement, &[&&id[..]]).await?, 0)
+                        let row = self
+                            .protocol
+                            .query_opt(&client, &self.sql.read_row, &[id])
+                            .await?;
+                        (epoch, row, 0)
                     }
                     None => {
-                        let statement = client.prepare_cached(&self.sql.read).await?;
-                        let row = client
-                            .query_one(&statement, &[&&id[..], &self.namespace, &function])
-                            .await?;
+                        let params = [id, (&self.namespace, Type::TEXT), (&function, Type::TEXT)];
+                        let row = self.protocol.query_one(&client, &self.sql.read, &params).await?;
                         (row.try_get::<_, i64>(0)?, Some(row), 1)
                     }
                 };
@@ -297,18 +304,25 @@ impl PgBackend {
         })
     }
 
-    /// Runs one prepared statement; returns the rows it affected.
+    /// Runs one statement; returns the rows it affected.
     async fn execute(
         &self,
         operation: &'static str,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        params: &[Param<'_>],
     ) -> Result<u64, BackendError> {
         self.with_client(operation, |client| async move {
-            let statement = client.prepare_cached(sql).await?;
-            client.execute(&statement, params).await
+            self.protocol.execute(&client, sql, params).await
         })
         .await
+    }
+
+    /// Sends `payload` on `channel` from one of L2's sessions.
+    pub(crate) async fn notify(&self, channel: &str, payload: &str) -> Result<(), BackendError> {
+        let params: [Param; 2] = [(&channel, Type::TEXT), (&payload, Type::TEXT)];
+        self.execute("notify", "SELECT pg_notify($1, $2)", &params)
+            .await
+            .map(drop)
     }
 
     fn notice(&self, function: &str, notice: Notice) -> String {
@@ -367,7 +381,11 @@ impl PgBackend {
             let next = self
                 .swept(
                     &self.sql.eviction_cutoff,
-                    &[&self.namespace, &cutoff, &offset],
+                    &[
+                        (&self.namespace, Type::TEXT),
+                        (&cutoff, Type::TIMESTAMPTZ),
+                        (&offset, Type::INT8),
+                    ],
                     statement_timeout,
                     |rows| rows.first().map(|row| row.try_get(0)).transpose(),
                 )
@@ -380,7 +398,7 @@ impl PgBackend {
         }
         self.delete_in_batches(
             &self.sql.evict,
-            &[&self.namespace, &cutoff],
+            &[(&self.namespace, Type::TEXT), (&cutoff, Type::TIMESTAMPTZ)],
             batch,
             statement_timeout,
             evicted,
@@ -394,13 +412,13 @@ impl PgBackend {
     async fn delete_in_batches(
         &self,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        params: &[(&(dyn ToSql + Sync), Type)],
         batch: i64,
         statement_timeout: Duration,
         deleted: &AtomicU64,
     ) -> Result<(), BackendError> {
-        let params: Vec<&(dyn ToSql + Sync)> = std::iter::once(&batch as _)
-            .chain(params.iter().copied())
+        let params: Vec<(&(dyn ToSql + Sync), Type)> = std::iter::once((&batch as _, Type::INT8))
+            .chain(params.iter().cloned())
             .collect();
         loop {
             let rows = self
@@ -420,7 +438,7 @@ impl PgBackend {
     async fn swept<T>(
         &self,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        params: &[(&(dyn ToSql + Sync), Type)],
         statement_timeout: Duration,
         map: impl FnOnce(Vec<tokio_postgres::Row>) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, BackendError> {
@@ -431,7 +449,8 @@ impl PgBackend {
                 statement_timeout.as_millis()
             ))
             .await?;
-            let rows = tx.query(sql, params).await?;
+            // Unnamed, as every statement a pooler may carry (see `protocol`).
+            let rows = tx.query_typed(sql, params).await?;
             tx.commit().await?;
             map(rows)
         })
@@ -517,14 +536,14 @@ impl L2 for PgBackend {
                     "write",
                     &self.sql.write,
                     &[
-                        &&entry.id[..],
-                        &self.namespace,
-                        &entry.function,
-                        &i64::from(entry.version),
-                        &value,
-                        &observed.generation,
-                        &observed.epoch,
-                        &seconds(ttl),
+                        (&&entry.id[..], Type::BYTEA),
+                        (&self.namespace, Type::TEXT),
+                        (&entry.function, Type::TEXT),
+                        (&i64::from(entry.version), Type::INT8),
+                        (&value, Type::BYTEA),
+                        (&observed.generation, Type::INT8),
+                        (&observed.epoch, Type::INT8),
+                        (&seconds(ttl), Type::FLOAT8),
                     ],
                 )
                 .await?;
@@ -539,14 +558,14 @@ impl L2 for PgBackend {
                 "refresh",
                 &self.sql.overwrite,
                 &[
-                    &&entry.id[..],
-                    &self.namespace,
-                    &entry.function,
-                    &i64::from(entry.version),
-                    &value,
-                    &seconds(ttl),
-                    &self.channel,
-                    &notice,
+                    (&&entry.id[..], Type::BYTEA),
+                    (&self.namespace, Type::TEXT),
+                    (&entry.function, Type::TEXT),
+                    (&i64::from(entry.version), Type::INT8),
+                    (&value, Type::BYTEA),
+                    (&seconds(ttl), Type::FLOAT8),
+                    (&self.channel, Type::TEXT),
+                    (&notice, Type::TEXT),
                 ],
             )
             .await
@@ -561,13 +580,13 @@ impl L2 for PgBackend {
                 "invalidate",
                 &self.sql.invalidate,
                 &[
-                    &&entry.id[..],
-                    &self.namespace,
-                    &entry.function,
-                    &i64::from(entry.version),
-                    &TOMBSTONE_LIFETIME.as_secs_f64(),
-                    &self.channel,
-                    &notice,
+                    (&&entry.id[..], Type::BYTEA),
+                    (&self.namespace, Type::TEXT),
+                    (&entry.function, Type::TEXT),
+                    (&i64::from(entry.version), Type::INT8),
+                    (&TOMBSTONE_LIFETIME.as_secs_f64(), Type::FLOAT8),
+                    (&self.channel, Type::TEXT),
+                    (&notice, Type::TEXT),
                 ],
             )
             .await
@@ -581,7 +600,12 @@ impl L2 for PgBackend {
             self.execute(
                 "invalidate all",
                 &self.sql.invalidate_all,
-                &[&self.namespace, &function, &self.channel, &notice],
+                &[
+                    (&self.namespace, Type::TEXT),
+                    (&function, Type::TEXT),
+                    (&self.channel, Type::TEXT),
+                    (&notice, Type::TEXT),
+                ],
             )
             .await
             .map(drop)

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
 
 use crate::backend::L2;
 use crate::breaker::{Breaker, BreakerSettings};
@@ -53,6 +53,7 @@ impl Runtime {
             create_schema: true,
             unlogged: false,
             max_rows: None,
+            transaction_pooler: false,
         }
     }
 }
@@ -79,6 +80,7 @@ pub struct RuntimeBuilder {
     create_schema: bool,
     unlogged: bool,
     max_rows: Option<u64>,
+    transaction_pooler: bool,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -161,7 +163,8 @@ impl RuntimeBuilder {
     /// The server for the invalidation listener's own connection, when the runtime is given a
     /// pool: a pooled connection cannot receive notifications. TLS as for
     /// [`postgres_url`](Self::postgres_url). With `postgres_url`, the listener uses that URL
-    /// and this is not needed.
+    /// and this is not needed, unless that URL is a transaction pooler's (see
+    /// [`transaction_pooler`](Self::transaction_pooler)): LISTEN needs the server itself.
     pub fn listen_url(mut self, url: impl Into<String>) -> Self {
         self.listen_url = Some(url.into());
         self
@@ -243,10 +246,9 @@ impl RuntimeBuilder {
     /// the counter climbed back to that number). Other processes' L1s: a crash ends every
     /// connection, so each process's invalidation listener reconnects, and a reconnection
     /// clears the L1 of every `backend = "pg"` function and forgets the L2 epochs the process
-    /// had learned, since notices sent just before the crash may never have arrived.
-    /// What a crash can still undo is a tombstone: a computation that read L2 before a key's
-    /// invalidation and writes after the crash (both within its run, which must straddle the
-    /// server's recovery) can store its value, served until its TTL or the next invalidation.
+    /// had learned, since notices sent just before the crash may never have arrived. A crash
+    /// also takes the tombstones of recent invalidations, which is why a computation that read
+    /// L2 before the listener lost its connection writes nothing to L2.
     ///
     /// Applies when install creates the table; an existing table keeps its persistence (a
     /// `warn` at install says when it differs: `ALTER TABLE … SET UNLOGGED` rewrites the
@@ -288,13 +290,28 @@ impl RuntimeBuilder {
         }
     }
 
+    /// Whether the pool goes through a transaction-mode pooler such as pgbouncer or Supavisor
+    /// (default `false`): then no L2 statement leaves anything in the server session past its
+    /// transaction (statements are unnamed, parsed each time, which makes an L2 read slower).
+    ///
+    /// Without it, L2 statements are prepared once per connection; if the server's answers
+    /// show such a pooler, the runtime switches to unnamed statements for the rest of the
+    /// process and warns once. Either way the invalidation listener cannot go through the
+    /// pooler, which drops notifications: give [`listen_url`](Self::listen_url) the server's
+    /// own address (install fails if notifications do not arrive).
+    pub fn transaction_pooler(mut self, enabled: bool) -> Self {
+        self.transaction_pooler = enabled;
+        self
+    }
+
     /// Connects, creates the tables if they are missing (see
     /// [`create_schema`](Self::create_schema)), checks them, and makes L2 available to every
     /// `backend = "pg"` function of the process.
     ///
     /// # Errors
-    /// [`BackendError::InvalidConfig`] for a bad URL, table or namespace, or tables that lack
-    /// something tiered needs (the message names it),
+    /// [`BackendError::InvalidConfig`] for a bad URL, table or namespace, tables that lack
+    /// something tiered needs (the message names it), or a listener that receives no
+    /// notifications (a transaction pooler's URL, where the server's is needed),
     /// [`BackendError::Connect`] / [`BackendError::Timeout`] if the server cannot be reached
     /// (the message says where, and for a failed TLS handshake what failed), [`BackendError::AlreadyInstalled`] if a runtime is installed.
     pub async fn install(self) -> Result<(), BackendError> {
@@ -336,6 +353,7 @@ impl RuntimeBuilder {
             target: target.clone(),
             connect_timeout,
             origin,
+            transaction_pooler: self.transaction_pooler,
         };
         let backend = PgBackend::connect(pool, settings)
             .await
@@ -354,6 +372,7 @@ impl RuntimeBuilder {
             heartbeat: Duration::from_secs(1),
             timeout: connect_timeout,
             staleness_bound: self.staleness_bound,
+            prober: Arc::downgrade(&backend),
         });
         let l2: Arc<dyn L2> = backend.clone();
         let breaker = Breaker::new(self.breaker, PROCESS.clock.clone(), target.clone());
@@ -372,18 +391,20 @@ impl RuntimeBuilder {
         ));
         match listener {
             Some(settings) => {
-                let listening = Arc::new(Notify::new());
-                installed.tasks.spawn(listener::run(
-                    settings,
-                    &PROCESS,
-                    installed.stop.clone(),
-                    listening.clone(),
-                ));
-                if tokio::time::timeout(connect_timeout, listening.notified())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!("tiered: the invalidation listener is not connected yet; it keeps trying");
+                let (verdict, first) = oneshot::channel();
+                installed
+                    .tasks
+                    .spawn(listener::run(settings, &PROCESS, installed.stop.clone(), verdict));
+                // Connecting, then a probe's round trip: each within the connect timeout.
+                match tokio::time::timeout(2 * connect_timeout, first).await {
+                    Ok(Ok(Ok(()))) => {}
+                    Ok(Ok(Err(undelivered))) => {
+                        shutdown().await;
+                        return Err(BackendError::InvalidConfig(undelivered));
+                    }
+                    Ok(Err(_)) | Err(_) => tracing::warn!(
+                        "tiered: the invalidation listener is not connected yet; it keeps trying"
+                    ),
                 }
             }
             None => tracing::warn!(

@@ -122,10 +122,14 @@ CREATE TABLE IF NOT EXISTS {table}_epochs (
         let tx = client.transaction().await?;
         tx.batch_execute("SET LOCAL client_min_messages = warning")
             .await?;
-        // CREATE ... IF NOT EXISTS races on the catalog.
-        tx.execute(
+        // CREATE ... IF NOT EXISTS races on the catalog. Unnamed, as every statement a pooler
+        // may carry (see `protocol`).
+        tx.execute_typed(
             "SELECT pg_advisory_xact_lock(hashtext($1))",
-            &[&format!("tiered:{}", self.table)],
+            &[(
+                &format!("tiered:{}", self.table),
+                tokio_postgres::types::Type::TEXT,
+            )],
         )
         .await?;
         tx.batch_execute(&self.sql()).await?;

@@ -2,10 +2,13 @@
 #![allow(dead_code)] // each test binary uses a different part of it
 
 use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use tiered::{BackendError, Runtime, RuntimeBuilder};
 use tiered_testkit::PgServer;
 
 /// One multi-threaded runtime for every test of a binary: pooled connections are bound to the
@@ -94,5 +97,107 @@ pub async fn eventually<F: Future<Output = bool>>(what: &str, mut done: impl FnM
     while !done().await {
         assert!(Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// This test binary running one of its ignored tests as another process, which answers in
+/// lines of its standard output that start with a prefix; killed when dropped.
+pub struct OtherProcess {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    prefix: &'static str,
+}
+
+impl OtherProcess {
+    /// Runs the ignored test named `test` with the variables `env`; it answers after `prefix`.
+    pub fn start(test: &str, env: &[(&str, &str)], prefix: &'static str) -> OtherProcess {
+        let mut child = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--ignored", "--exact", test, "--nocapture"])
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("start {test} as another process: {err}"));
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        OtherProcess {
+            child,
+            stdout,
+            prefix,
+        }
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its next answer, without the prefix.
+    pub fn answer(&mut self) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                self.stdout.read_line(&mut line).expect("read the other process") > 0,
+                "the other process exited"
+            );
+            // The test harness may put its own "test NAME ... " in front of an answer.
+            if let Some((_, answer)) = line.trim_end().split_once(self.prefix) {
+                return answer.to_owned();
+            }
+        }
+    }
+}
+
+impl Drop for OtherProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Holds the lock that keeps the tests of a binary that each install a runtime of their own
+/// one at a time.
+pub fn one_runtime_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The runtime one test installed on a table of its own; shut down when dropped, even by a
+/// failing test, so that the next test can install again.
+pub struct OwnRuntime {
+    pub table: String,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl OwnRuntime {
+    /// Installs the runtime `configure` sets up, on a new table named after `prefix`.
+    pub fn install(prefix: &str, configure: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder) -> OwnRuntime {
+        let serial = one_runtime_at_a_time();
+        let table = tiered_testkit::unique_name(prefix);
+        let builder = Runtime::builder()
+            .table(&table)
+            .l2_timeout(Duration::from_secs(5));
+        block_on(configure(builder).install()).unwrap_or_else(|e| panic!("install ({prefix}): {e}"));
+        OwnRuntime {
+            table,
+            _serial: serial,
+        }
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        block_on(tiered::shutdown());
+    }
+}
+
+/// The error that installing the runtime `configure` sets up fails with.
+pub fn install_error(configure: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder) -> BackendError {
+    let _serial = one_runtime_at_a_time();
+    match block_on(configure(Runtime::builder()).install()) {
+        Err(err) => err,
+        Ok(()) => {
+            block_on(tiered::shutdown());
+            panic!("install succeeded");
+        }
     }
 }
