@@ -2,11 +2,14 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 /// How one call of a `#[tiered_cached]` function was answered, as [`with_outcome`] reports it.
 ///
 /// The first four match the counts `l1_hits`, `l2_hits`, `coalesced` and `misses` of
-/// [`FunctionStats`](crate::FunctionStats). More outcomes may come (a stale value served
+/// [`FunctionStats`](crate::FunctionStats) (a body that ran before a failed L2 write counts in
+/// `misses` too, though its call is a `BackendError`). More outcomes may come (a stale value served
 /// while L2 is down, once that exists), hence `#[non_exhaustive]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,10 +52,18 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-tokio::task_local! {
-    /// The outcome of the last call whose miss path finished within the innermost
-    /// `with_outcome`; an L1 hit records nothing.
-    static ANSWERED: Cell<Option<Outcome>>;
+/// What `record` writes to: the state of the innermost [`with_outcome`] being polled on this
+/// thread. A thread-local swapped around each poll (as tokio's task-locals are, more cheaply),
+/// so it follows the wrapped call's task and nothing else.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Outside,
+    /// Within a `with_outcome`: the outcome of the last call that missed L1, if any did.
+    Inside(Option<Outcome>),
+}
+
+thread_local! {
+    static ANSWERED: Cell<Slot> = const { Cell::new(Slot::Outside) };
 }
 
 /// Awaits `call`, one call of a `#[tiered_cached]` function (or its `refresh_<fn>`), and
@@ -61,11 +72,13 @@ tokio::task_local! {
 /// It reports on this call alone, whatever other tasks do meanwhile: of many concurrent
 /// callers of one key, the one that computed gets [`Outcome::Computed`] and the others
 /// [`Outcome::Coalesced`]. Cached functions called inside the body do not change the outer
-/// call's outcome. Wrap exactly one call: for a future making several, the outcome is that of
-/// the last one answered other than from L1 (or [`Outcome::L1Hit`] if all were L1 hits).
+/// call's outcome (nor do tasks it spawns). Wrap exactly one call: for a future making several,
+/// the outcome is that of the last one answered other than from L1 (or [`Outcome::L1Hit`] if
+/// all were L1 hits).
 ///
 /// An unwrapped call pays nothing for this: an L1 hit never looks for a `with_outcome`, and
-/// the other paths (L2 and the body) record their outcome only if one is waiting for it.
+/// the other paths (L2 and the body) record their outcome only if one is waiting for it. A
+/// wrapped L1 hit costs a few thread-local reads and writes more.
 ///
 /// ```
 /// use tiered::{tiered_cached, with_outcome, Outcome};
@@ -84,19 +97,68 @@ tokio::task_local! {
 /// assert_eq!(outcome.as_str(), "l1_hit");
 /// # }
 /// ```
-pub async fn with_outcome<F: Future>(call: F) -> (F::Output, Outcome) {
-    ANSWERED
-        .scope(Cell::new(None), async move {
-            let output = call.await;
-            (output, ANSWERED.with(Cell::get).unwrap_or(Outcome::L1Hit))
-        })
-        .await
+pub fn with_outcome<F: Future>(call: F) -> impl Future<Output = (F::Output, Outcome)> {
+    WithOutcome { call, answered: None }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`with_outcome`].
+    struct WithOutcome<F> {
+        #[pin]
+        call: F,
+        answered: Option<Outcome>,
+    }
+}
+
+impl<F: Future> Future for WithOutcome<F> {
+    type Output = (F::Output, Outcome);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let scope = Scope::enter(*this.answered);
+        let polled = this.call.poll(cx);
+        *this.answered = scope.leave();
+        let answered = this.answered.unwrap_or(Outcome::L1Hit);
+        polled.map(|output| (output, answered))
+    }
+}
+
+/// One poll's stay in a `with_outcome`: the enclosing slot comes back when it ends, even by
+/// a panic.
+struct Scope {
+    outer: Slot,
+}
+
+impl Scope {
+    fn enter(answered: Option<Outcome>) -> Self {
+        Scope {
+            outer: ANSWERED.replace(Slot::Inside(answered)),
+        }
+    }
+
+    /// What was recorded during the poll.
+    fn leave(self) -> Option<Outcome> {
+        match ANSWERED.get() {
+            Slot::Inside(answered) => answered,
+            // Every nested scope restores ours when it leaves.
+            Slot::Outside => None,
+        }
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        ANSWERED.set(self.outer);
+    }
 }
 
 /// Tells the innermost enclosing [`with_outcome`], if any, how a call that missed L1 was
-/// answered. Called once the call is over (its body included), so the outer call of nested
-/// cached calls is the one recorded last.
+/// answered. Called once the call is over (its body included), so of nested cached calls
+/// the outer one is recorded last.
 pub(crate) fn record(outcome: Outcome) {
-    // Outside any `with_outcome` there is nobody to tell.
-    let _ = ANSWERED.try_with(|answered| answered.set(Some(outcome)));
+    ANSWERED.with(|slot| {
+        if let Slot::Inside(_) = slot.get() {
+            slot.set(Slot::Inside(Some(outcome)));
+        }
+    });
 }
