@@ -131,6 +131,14 @@ fn single_thread(c: &mut Criterion) {
     });
     group.finish();
 
+    // The same hits through `tiered::with_outcome`, and without it (as `l1_hit_u64/tiered`).
+    let mut group = c.benchmark_group("l1_hit_outcome");
+    hits(&mut group, "unused", |i| tiered_fns::profile(hot_id(i)));
+    hits(&mut group, "used", |i| {
+        tiered::with_outcome(tiered_fns::profile(hot_id(i)))
+    });
+    group.finish();
+
     let mut group = c.benchmark_group("l1_hit_three_args");
     hits(&mut group, "tiered", |i| {
         let (tenant, team, id) = hot_triple(i);

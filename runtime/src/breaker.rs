@@ -108,6 +108,16 @@ impl Breaker {
         })
     }
 
+    /// The state as a gauge shows it: 0 closed, 1 open, 2 half-open (probing).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn state_code(&self) -> u8 {
+        match *self.state() {
+            State::Closed { .. } => 0,
+            State::Open { .. } => 1,
+            State::Probing { .. } => 2,
+        }
+    }
+
     fn record(&self, probe: bool, answered: bool) {
         let mut state = self.state();
         let settings = self.settings;

@@ -14,6 +14,7 @@ use crate::error::BackendError;
 use crate::invalidation::{stripe_of, Epochs, Snapshot};
 use crate::l1::L1;
 use crate::notice::Notice;
+use crate::outcome::{self, Outcome};
 use crate::output::Output;
 use crate::policy::{self, ErrorLog, OnFailure};
 use crate::process::{Installed, Process};
@@ -143,28 +144,40 @@ where
         F: Future<Output = R>,
     {
         Box::pin(async move {
-            let key = match key.0 {
-                Ok(key) => key,
-                Err(message) => return self.uncached(message, body).await,
+            // What a backend error handed to the caller leaves it at; every answer sets it.
+            let mut outcome = Outcome::BackendError;
+            let output = match key.0 {
+                Ok(key) => {
+                    let (result, role) = self
+                        .flights
+                        .run(&key.bytes, || self.lead(&key, body, &mut outcome))
+                        .await;
+                    if role == Role::Coalesced {
+                        self.stats.coalesced();
+                        outcome = Outcome::Coalesced;
+                    }
+                    result.map_or_else(|output| output, R::from_cached)
+                }
+                Err(message) => self.uncached(message, body, &mut outcome).await,
             };
-            let (result, role) = self.flights.run(&key.bytes, || self.lead(&key, body)).await;
-            if role == Role::Coalesced {
-                self.stats.coalesced();
-            }
-            result.map_or_else(|output| output, R::from_cached)
+            outcome::record(outcome);
+            output
         })
     }
 
     /// `refresh_<fn>`: runs the body now, stores its value in both tiers as the newest, and
     /// makes every computation that started earlier unable to store over it.
     pub async fn refresh(&'static self, key: Resolved<K>, body: impl Future<Output = R>) -> R {
-        let key = match key.0 {
-            Ok(key) => key,
-            Err(message) => return self.uncached(message, body).await,
+        let mut outcome = Outcome::BackendError;
+        let output = match key.0 {
+            Ok(key) => self
+                .recompute(&key, body, &mut outcome)
+                .await
+                .map_or_else(|output| output, R::from_cached),
+            Err(message) => self.uncached(message, body, &mut outcome).await,
         };
-        self.recompute(&key, body)
-            .await
-            .map_or_else(|output| output, R::from_cached)
+        outcome::record(outcome);
+        output
     }
 
     /// `invalidate_<fn>`: L2 first (a tombstone), then this process's L1, so no caller can
@@ -220,11 +233,17 @@ where
 
     /// The flight leader's work after an L1 miss: L2, else the body, then the write-back.
     /// `Err` holds the output that is not cached (the body's error, or a backend error the
-    /// policy hands to the caller).
-    async fn lead(&'static self, key: &Encoded<K>, body: impl Future<Output = R>) -> Result<V, R> {
+    /// policy hands to the caller). Sets `outcome` when it answers.
+    async fn lead(
+        &'static self,
+        key: &Encoded<K>,
+        body: impl Future<Output = R>,
+        outcome: &mut Outcome,
+    ) -> Result<V, R> {
         // A flight that ended between our L1 miss and joining may have filled L1.
         if let Some(value) = self.l1.get(&key.stored, self.epochs.all(), self.max_age()) {
             self.stats.l1_hit();
+            *outcome = Outcome::L1Hit;
             return Ok(value);
         }
         let stripe = stripe_of(&key.bytes);
@@ -233,16 +252,18 @@ where
         let destination = match self.read_l2(key, stripe, snapshot).await? {
             Found::Value { value, remaining, id } => {
                 self.stats.l2_hit();
+                *outcome = Outcome::L2Hit;
                 tracing::debug!(cache = self.name, "tiered: L2 hit");
                 self.store_l1(key, Some(&id), &value, snapshot, remaining);
                 return Ok(value);
             }
             Found::Nothing(destination) => destination,
         };
-        self.stats.miss();
         tracing::debug!(cache = self.name, "tiered: miss, running the function");
-        let value = body.await.cached()?;
-        self.store(key, &value, snapshot, destination).await?;
+        let value = self.compute(body, outcome).await.cached()?;
+        self.store(key, &value, snapshot, destination)
+            .await
+            .inspect_err(|_| *outcome = Outcome::BackendError)?;
         Ok(value)
     }
 
@@ -391,11 +412,28 @@ where
     }
 
     /// `refresh_<fn>`'s work once its key is encoded.
-    async fn recompute(&'static self, key: &Encoded<K>, body: impl Future<Output = R>) -> Result<V, R> {
-        self.stats.miss();
-        let value = body.await.cached()?;
+    async fn recompute(
+        &'static self,
+        key: &Encoded<K>,
+        body: impl Future<Output = R>,
+        outcome: &mut Outcome,
+    ) -> Result<V, R> {
+        let value = self.compute(body, outcome).await.cached()?;
         let stripe = stripe_of(&key.bytes);
-        let id = match self.l2() {
+        let id = self
+            .overwrite(key, stripe, &value)
+            .await
+            .inspect_err(|_| *outcome = Outcome::BackendError)?;
+        self.epochs.invalidate(stripe, || self.flights.forget(&key.bytes));
+        let snapshot = self.epochs.snapshot(stripe);
+        self.store_l1(key, id.as_ref(), &value, snapshot, None);
+        Ok(value)
+    }
+
+    /// `refresh_<fn>`'s L2 write: the value over whatever the row holds. Returns the entry's
+    /// id if the function has an L2.
+    async fn overwrite(&self, key: &Encoded<K>, stripe: usize, value: &V) -> Result<Option<EntryId>, R> {
+        Ok(match self.l2() {
             L2Access::Absent => None,
             L2Access::NotInstalled => {
                 self.settle("refresh", Err(BackendError::NotConfigured))?;
@@ -403,7 +441,7 @@ where
             }
             L2Access::Installed(linked) => {
                 let entry = self.entry(&linked.installed, key, stripe);
-                match linked.codec.encode(&value) {
+                match linked.codec.encode(value) {
                     Ok(bytes) => {
                         let overwritten = self
                             .attempt(&linked.installed, || {
@@ -418,15 +456,11 @@ where
                 }
                 Some(entry.id)
             }
-        };
-        self.epochs.invalidate(stripe, || self.flights.forget(&key.bytes));
-        let snapshot = self.epochs.snapshot(stripe);
-        self.store_l1(key, id.as_ref(), &value, snapshot, None);
-        Ok(value)
+        })
     }
 
     /// Runs the body without caching when the key cannot be encoded.
-    async fn uncached(&self, message: String, body: impl Future<Output = R>) -> R {
+    async fn uncached(&self, message: String, body: impl Future<Output = R>, outcome: &mut Outcome) -> R {
         let err = BackendError::Key {
             function: self.name.to_owned(),
             message,
@@ -434,8 +468,19 @@ where
         if let Err(output) = self.settle("key", Err(err)) {
             return output;
         }
+        self.compute(body, outcome).await
+    }
+
+    /// Runs the body: an origin call.
+    async fn compute(&self, body: impl Future<Output = R>, outcome: &mut Outcome) -> R {
         self.stats.miss();
-        body.await
+        #[cfg(feature = "metrics")]
+        let started = Instant::now();
+        let output = body.await;
+        #[cfg(feature = "metrics")]
+        crate::measure::body_ran(self.name, started.elapsed());
+        *outcome = Outcome::Computed;
+        output
     }
 
     /// Where this function's L2 is now. A missing runtime counts as a backend error.
@@ -529,6 +574,11 @@ where
 
     fn stats(&self) -> FunctionStats {
         self.stats.snapshot()
+    }
+
+    #[cfg(feature = "metrics")]
+    fn l1_entries(&self) -> u64 {
+        self.l1.len()
     }
 
     fn has_l2(&self) -> bool {

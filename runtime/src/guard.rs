@@ -32,6 +32,11 @@ impl Guarded {
         &self.target
     }
 
+    #[cfg(feature = "metrics")]
+    pub(crate) fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
     pub(crate) fn close(&self) {
         self.inner.close();
     }
@@ -84,6 +89,8 @@ impl Guarded {
                 target: self.target.clone(),
                 retry_in,
             })?;
+        #[cfg(feature = "metrics")]
+        let started = std::time::Instant::now();
         let outcome = tokio::time::timeout(self.timeout, attempt)
             .await
             .unwrap_or_else(|_| {
@@ -93,6 +100,8 @@ impl Guarded {
                     timeout: self.timeout,
                 })
             });
+        #[cfg(feature = "metrics")]
+        crate::measure::l2_operation(operation, started.elapsed());
         // A permanent error (bad SQL, permission) is still an answer from the server.
         admitted.finish(!matches!(&outcome, Err(err) if err.is_retryable()));
         outcome

@@ -235,6 +235,12 @@ impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'sta
         self.entries.remove(&any(key));
     }
 
+    /// Entries held, dead ones included until evicted or overwritten.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn len(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
     /// Frees every entry. Correctness does not depend on it: entries of older epochs are
     /// already dead.
     pub(crate) fn clear(&self) {

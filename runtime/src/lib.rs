@@ -15,15 +15,20 @@ mod clock;
 mod codec;
 mod connect;
 mod error;
+#[cfg(feature = "metrics")]
+mod export;
 mod format;
 mod guard;
 mod invalidation;
 mod key;
 mod l1;
 mod listener;
+#[cfg(feature = "metrics")]
+mod measure;
 #[cfg(test)]
 mod memory;
 mod notice;
+mod outcome;
 mod output;
 mod policy;
 mod postgres;
@@ -42,6 +47,9 @@ mod sweeper;
 
 pub use deadpool_postgres;
 pub use error::BackendError;
+#[cfg(feature = "metrics")]
+pub use export::export_metrics;
+pub use outcome::{with_outcome, Outcome};
 pub use policy::BackendFailureMode;
 pub use registry::{clear_l1, stats};
 pub use runtime::{shutdown, Runtime, RuntimeBuilder};

@@ -11,6 +11,9 @@ use crate::stats::FunctionStats;
 pub(crate) trait RegisteredCache: Send + Sync {
     fn name(&self) -> &str;
     fn stats(&self) -> FunctionStats;
+    /// Entries held in L1 now.
+    #[cfg(feature = "metrics")]
+    fn l1_entries(&self) -> u64;
     /// Whether the function has an L2, so other processes can invalidate its entries.
     fn has_l2(&self) -> bool;
     /// Drops every L1 entry of this process (L2 untouched), and keeps computations that
@@ -55,6 +58,16 @@ impl Registry {
         let mut all = BTreeMap::<String, FunctionStats>::new();
         for cache in self.caches() {
             *all.entry(cache.name().to_owned()).or_default() += cache.stats();
+        }
+        all
+    }
+
+    /// Entries held in L1 per cache name.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn l1_entries(&self) -> BTreeMap<String, u64> {
+        let mut all = BTreeMap::<String, u64>::new();
+        for cache in self.caches() {
+            *all.entry(cache.name().to_owned()).or_default() += cache.l1_entries();
         }
         all
     }

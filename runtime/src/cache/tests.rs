@@ -11,6 +11,7 @@ use crate::clock::{Clock, MockClock};
 use crate::codec::serde_codec;
 use crate::guard::Guarded;
 use crate::memory::{Fault, MemoryStore, Operation};
+use crate::outcome::with_outcome;
 use crate::policy::Backoff;
 use crate::spec::CacheName;
 
@@ -716,3 +717,128 @@ async fn a_computation_that_spans_a_listener_loss_keeps_its_value_in_l1_alone() 
     assert_eq!(call(f, 2, async { 2 }).await, 2);
     assert_eq!(world.store.calls(Operation::Write), 1);
 }
+
+/// A call as [`call`] makes it, with its outcome.
+async fn answered<R: Output<u64>>(
+    cache: &'static FnCache<u64, Key, R>,
+    key: u64,
+    body: impl Future<Output = R>,
+) -> (R, Outcome) {
+    with_outcome(call(cache, key, body)).await
+}
+
+#[tokio::test]
+async fn the_outcome_says_which_tier_answered_each_call() {
+    let world = World::new();
+    let (a, b) = (
+        cache(world.process(), spec(L1_ONLY)),
+        cache(world.process(), spec(L1_ONLY)),
+    );
+    assert_eq!(answered(a, 1, async { 1 }).await, (1, Outcome::Computed));
+    assert_eq!(answered(a, 1, async { 2 }).await, (1, Outcome::L1Hit));
+    assert_eq!(answered(b, 1, async { 3 }).await, (1, Outcome::L2Hit));
+    assert_eq!(answered(b, 1, async { 4 }).await, (1, Outcome::L1Hit));
+    let (a, b) = (stats(a), stats(b));
+    assert_eq!((a.misses, a.l1_hits, b.l2_hits, b.l1_hits), (1, 1, 1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn of_concurrent_callers_one_computed_and_the_others_coalesced() {
+    let world = World::new();
+    let f = cache(world.process(), spec(L1_ONLY));
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let leader = tokio::spawn({
+        let (started, release) = (started.clone(), release.clone());
+        async move {
+            answered(f, 1, async move {
+                started.notify_one();
+                release.notified().await;
+                5
+            })
+            .await
+        }
+    });
+    started.notified().await;
+    let waiters: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(answered(f, 1, async { 6 })))
+        .collect();
+    while f.flights.participants(&bytes(1)) < 4 {
+        tokio::task::yield_now().await;
+    }
+    release.notify_one();
+    assert_eq!(leader.await.unwrap(), (5, Outcome::Computed));
+    for waiter in waiters {
+        assert_eq!(waiter.await.unwrap(), (5, Outcome::Coalesced));
+    }
+    assert_eq!((stats(f).misses, stats(f).coalesced), (1, 3));
+}
+
+#[tokio::test]
+async fn a_cached_call_inside_the_body_does_not_change_the_outer_calls_outcome() {
+    let world = World::new();
+    stored_elsewhere(&world, 10).await;
+    let process = world.process();
+    // Caches of one name in one process: one L2 row, an L1 each.
+    let [outer, wrapped, unwrapped] = [(); 3].map(|()| cache(process, spec(L1_ONLY)));
+    let body = async move {
+        let (value, outcome) = answered(wrapped, 1, async { 0 }).await;
+        assert_eq!(outcome, Outcome::L2Hit, "its own with_outcome");
+        // Recorded into the outer call's `with_outcome`, then overwritten by the outer call.
+        value + call(unwrapped, 1, async { 0 }).await
+    };
+    assert_eq!(answered(outer, 2, body).await, (20, Outcome::Computed));
+    assert_eq!(stats(unwrapped).l2_hits, 1);
+    assert_eq!(answered(outer, 2, async { 0 }).await, (20, Outcome::L1Hit));
+}
+
+#[tokio::test]
+async fn refresh_and_a_key_that_cannot_be_encoded_are_computed() {
+    let world = World::new();
+    let f = cache(world.process(), spec(L1_ONLY));
+    assert_eq!(answered(f, 1, async { 1 }).await, (1, Outcome::Computed));
+    let refreshed = with_outcome(f.refresh(f.resolve(Parts((1u64,))), async { 2 }));
+    assert_eq!(refreshed.await, (2, Outcome::Computed));
+    assert_eq!(answered(f, 1, async { 3 }).await, (2, Outcome::L1Hit));
+
+    let g: &'static FnCache<u64, crate::call_key::AnyKey, u64> =
+        Box::leak(Box::new(FnCache::new("g", &spec(L1_ONLY), world.process())));
+    let unencodable = || crate::key::Key(Err("a map with non-string keys".into()));
+    let uncached = with_outcome(g.call(g.resolve(unencodable()), async { 4 }));
+    assert_eq!(uncached.await, (4, Outcome::Computed));
+}
+
+#[tokio::test]
+async fn a_bodys_err_is_computed_and_a_backend_error_handed_to_the_caller_is_a_backend_error() {
+    let world = World::new();
+    let f = cache(world.process(), spec(propagate()));
+    let failed = Err(AppError::Origin("down"));
+    assert_eq!(
+        answered(f, 1, async { Err(AppError::Origin("down")) }).await,
+        (failed, Outcome::Computed)
+    );
+    for operation in [Operation::Read, Operation::Write] {
+        world.store.inject(operation, Fault::Fail(unavailable()), Some(1));
+        assert_eq!(
+            answered(f, 1, async { Ok(1) }).await,
+            (Err(AppError::Backend(unavailable())), Outcome::BackendError),
+            "{operation:?}"
+        );
+    }
+    let refreshed = with_outcome(f.refresh(f.resolve(Parts((1u64,))), async { Ok(2) }));
+    world
+        .store
+        .inject(Operation::Overwrite, Fault::Fail(unavailable()), Some(1));
+    assert_eq!(
+        refreshed.await,
+        (Err(AppError::Backend(unavailable())), Outcome::BackendError)
+    );
+    // Absorbed under `l1_only`: the body answers.
+    let g = cache(world.process(), spec(L1_ONLY));
+    world
+        .store
+        .inject(Operation::Read, Fault::Fail(unavailable()), Some(1));
+    assert_eq!(answered(g, 1, async { 3 }).await, (3, Outcome::Computed));
+}
+
+#[cfg(feature = "metrics")]
+mod metrics;
