@@ -32,7 +32,9 @@ impl Clock {
 
     /// Now, in nanoseconds from a fixed origin: two `u64`s take less room in an L1 entry than
     /// two `Instant`s (585 years fit).
-    #[inline]
+    // Out of line: inlined into L1's key comparison, it made that comparison too big to be
+    // inlined into quick_cache's lookup, costing every hit a call (BENCHMARKS.md, issue 9).
+    #[inline(never)]
     pub(crate) fn ticks(&self) -> u64 {
         match self {
             Clock::System => {
