@@ -14,9 +14,8 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Once;
-use std::time::{Duration, Instant};
 
-use common::{block_on, install_error, stats_of, OtherProcess, OwnRuntime};
+use common::{await_invalidation, block_on, install_error, stats_of, OtherProcess, OwnRuntime};
 use tiered::{tiered_cached, BackendError, FunctionStats, Runtime};
 use tiered_testkit::{PgBouncer, PgServer};
 use tracing::field::{Field, Visit};
@@ -301,14 +300,6 @@ fn other_process() {
             .install()
             .await
             .expect("the other process installs through the pooler");
-        shared(1).await;
-        assert_eq!(shared(1).await, 1, "the second call is an L1 hit");
-        println!("{OTHER}ready");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while stats_of("pooler_shared").invalidations == 0 {
-            assert!(Instant::now() < deadline, "no invalidation arrived");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        println!("{OTHER}ran {}", shared(1).await);
+        await_invalidation(OTHER, "pooler_shared", || shared(1)).await;
     });
 }

@@ -11,9 +11,8 @@ mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
-use common::{block_on, stats_of, OtherProcess, OwnRuntime};
+use common::{await_invalidation, block_on, stats_of, OtherProcess, OwnRuntime};
 use tiered::deadpool_postgres::{Manager, ManagerConfig, Pool};
 use tiered::{tiered_cached, BackendError, Runtime};
 use tiered_testkit::PgServer;
@@ -257,15 +256,7 @@ fn other_process() {
             .install()
             .await
             .expect("the other process installs over TLS");
-        shared(1).await;
-        assert_eq!(shared(1).await, 1, "the second call is an L1 hit");
-        println!("{OTHER}ready");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while stats_of("tls_shared").invalidations == 0 {
-            assert!(Instant::now() < deadline, "no invalidation arrived");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        println!("{OTHER}ran {}", shared(1).await);
+        await_invalidation(OTHER, "tls_shared", || shared(1)).await;
     });
 }
 

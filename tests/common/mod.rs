@@ -201,3 +201,19 @@ pub fn install_error(configure: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder) -
         }
     }
 }
+
+/// The other process's side of an invalidation test, its runtime installed: calls `shared`
+/// twice (the second call an L1 hit), answers "ready" after `prefix`, waits (10 s at most)
+/// until an invalidation of the cache `name` arrives, then answers "ran N" with what
+/// `shared` returns.
+pub async fn await_invalidation<F: Future<Output = u64>>(prefix: &str, name: &str, shared: impl Fn() -> F) {
+    shared().await;
+    assert_eq!(shared().await, 1, "the second call is an L1 hit");
+    println!("{prefix}ready");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats_of(name).invalidations == 0 {
+        assert!(Instant::now() < deadline, "no invalidation arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("{prefix}ran {}", shared().await);
+}
