@@ -126,7 +126,7 @@ impl Statements {
             ),
             sweep_expired: format!(
                 "WITH deleted AS (DELETE FROM {table} WHERE id IN (SELECT id FROM {table} \
-                 WHERE expires_at < now() LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING 1) \
+                 WHERE expires_at < now() ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING 1) \
                  SELECT count(*) FROM deleted"
             ),
             sweep_dead_epochs: format!(
