@@ -188,7 +188,7 @@ where
             message,
         })?;
         let stripe = stripe_of(&key.bytes);
-        let outcome = match self.l2() {
+        let in_l2 = match self.l2() {
             L2Access::Absent => Ok(()),
             L2Access::NotInstalled => Err(BackendError::NotConfigured),
             L2Access::Installed(linked) => {
@@ -202,12 +202,12 @@ where
             self.flights.forget(&key.bytes);
         });
         self.stats.invalidation();
-        self.on_failure.settle_helper(&self.errors, "invalidate", outcome)
+        self.on_failure.settle_helper(&self.errors, "invalidate", in_l2)
     }
 
     /// `invalidate_all_<fn>`: a new epoch in L2 (O(1) in the number of rows), then in L1.
     pub async fn invalidate_all(&'static self) -> Result<(), BackendError> {
-        let outcome = match self.l2() {
+        let in_l2 = match self.l2() {
             L2Access::Absent => Ok(()),
             L2Access::NotInstalled => Err(BackendError::NotConfigured),
             L2Access::Installed(linked) => {
@@ -220,7 +220,7 @@ where
         self.drop_all_l1();
         self.stats.invalidation();
         self.on_failure
-            .settle_helper(&self.errors, "invalidate all", outcome)
+            .settle_helper(&self.errors, "invalidate all", in_l2)
     }
 
     /// Kills every L1 entry and every flight of this function in this process; computations
@@ -523,8 +523,8 @@ where
         .await
     }
 
-    fn settle(&self, operation: &str, outcome: Result<(), BackendError>) -> Result<(), R> {
-        self.on_failure.settle(&self.errors, operation, outcome)
+    fn settle(&self, operation: &str, result: Result<(), BackendError>) -> Result<(), R> {
+        self.on_failure.settle(&self.errors, operation, result)
     }
 
     /// While the invalidation listener is down, L1 entries of an L2-backed function are
@@ -545,7 +545,7 @@ where
         snapshot: Snapshot,
         remaining: Option<Duration>,
     ) {
-        let stored = self.epochs.store_if_current(stripe_of(&key.bytes), snapshot, || {
+        let stored = self.epochs.store_if_current(snapshot, || {
             self.l1
                 .insert(key.stored.clone(), id, value.clone(), snapshot.all, remaining);
         });

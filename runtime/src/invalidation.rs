@@ -30,11 +30,13 @@ pub(crate) struct Epochs {
     l2: Mutex<Option<(u64, i64)>>,
 }
 
-/// The epochs one computation started under.
+/// The epochs one computation of a key started under, and the key's stripe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Snapshot {
     pub(crate) all: u64,
-    stripe: u64,
+    /// Which stripe, and its epoch then.
+    stripe: usize,
+    stripe_epoch: u64,
 }
 
 impl Epochs {
@@ -60,18 +62,19 @@ impl Epochs {
     }
 
     pub(crate) fn snapshot(&self, stripe: usize) -> Snapshot {
-        let stripe = *self.stripe(stripe);
+        let stripe_epoch = *self.stripe(stripe);
         Snapshot {
             all: self.all(),
             stripe,
+            stripe_epoch,
         }
     }
 
     /// Runs `store` (an L1 insert) only if the stripe was not invalidated since `snapshot`,
     /// atomically with respect to [`Epochs::invalidate`]. Returns whether it ran.
-    pub(crate) fn store_if_current(&self, stripe: usize, snapshot: Snapshot, store: impl FnOnce()) -> bool {
-        let stripe = self.stripe(stripe);
-        let current = *stripe == snapshot.stripe && self.all() == snapshot.all;
+    pub(crate) fn store_if_current(&self, snapshot: Snapshot, store: impl FnOnce()) -> bool {
+        let stripe = self.stripe(snapshot.stripe);
+        let current = *stripe == snapshot.stripe_epoch && self.all() == snapshot.all;
         if current {
             store();
         }
@@ -123,9 +126,9 @@ mod tests {
         let stripe = stripe_of(&k(1));
         let before = epochs.snapshot(stripe);
         epochs.invalidate(stripe, || {});
-        assert!(!epochs.store_if_current(stripe, before, || panic!("stored a stale value")));
+        assert!(!epochs.store_if_current(before, || panic!("stored a stale value")));
         let after = epochs.snapshot(stripe);
-        assert!(epochs.store_if_current(stripe, after, || {}));
+        assert!(epochs.store_if_current(after, || {}));
     }
 
     #[test]
@@ -133,7 +136,7 @@ mod tests {
         let epochs = Epochs::new();
         let before = epochs.snapshot(stripe_of(&k(1)));
         epochs.invalidate_all();
-        assert!(!epochs.store_if_current(stripe_of(&k(1)), before, || panic!("stored a stale value")));
+        assert!(!epochs.store_if_current(before, || panic!("stored a stale value")));
     }
 
     #[test]

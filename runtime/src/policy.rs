@@ -97,15 +97,15 @@ impl<R> OnFailure<R> {
         }
     }
 
-    /// What the outcome of an L2 operation of the call path becomes: `Ok` if it succeeded or
+    /// What the result of an L2 operation of the call path becomes: `Ok` if it succeeded or
     /// its error is absorbed (logged), `Err(output)` if the error goes to the caller.
     pub(crate) fn settle(
         &self,
         log: &ErrorLog,
         operation: &str,
-        outcome: Result<(), BackendError>,
+        result: Result<(), BackendError>,
     ) -> Result<(), R> {
-        self.escalated(log, operation, outcome)
+        self.escalated(log, operation, result)
             .map_err(|(escalate, err)| escalate(err))
     }
 
@@ -114,9 +114,9 @@ impl<R> OnFailure<R> {
         &self,
         log: &ErrorLog,
         operation: &str,
-        outcome: Result<(), BackendError>,
+        result: Result<(), BackendError>,
     ) -> Result<(), BackendError> {
-        self.escalated(log, operation, outcome).map_err(|(_, err)| err)
+        self.escalated(log, operation, result).map_err(|(_, err)| err)
     }
 
     /// The one place the mode decides: an error goes to the caller (with the conversion into
@@ -125,9 +125,9 @@ impl<R> OnFailure<R> {
         &self,
         log: &ErrorLog,
         operation: &str,
-        outcome: Result<(), BackendError>,
+        result: Result<(), BackendError>,
     ) -> Result<(), Escalated<R>> {
-        let Err(err) = outcome else { return Ok(()) };
+        let Err(err) = result else { return Ok(()) };
         match *self {
             OnFailure::Error(escalate) => Err((escalate, err)),
             OnFailure::L1Only | OnFailure::Retry { .. } => {
