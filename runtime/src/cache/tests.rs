@@ -218,19 +218,7 @@ async fn under_error_a_failed_read_is_the_callers_error_and_the_body_does_not_ru
 async fn a_computation_overtaken_by_an_invalidation_is_returned_but_stored_nowhere() {
     let world = World::new();
     let f = cache(world.process(), spec(L1_ONLY));
-    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let computing = tokio::spawn({
-        let (started, release) = (started.clone(), release.clone());
-        async move {
-            call(f, 1, async move {
-                started.notify_one();
-                release.notified().await;
-                7
-            })
-            .await
-        }
-    });
-    started.notified().await;
+    let (computing, release) = held_computation(f, 7).await;
     f.invalidate(f.resolve(Parts((1u64,))))
         .await
         .expect("invalidated");
