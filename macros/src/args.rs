@@ -5,7 +5,7 @@ use darling::error::Accumulator;
 use darling::Error;
 use proc_macro2::TokenStream;
 use quote::ToTokens;
-use syn::{Expr, Lit, LitInt, LitStr, Meta};
+use syn::{Expr, Lit, LitBool, LitFloat, LitInt, LitStr, Meta};
 
 /// An option of the attribute. Every property of an option is an exhaustive `match` here, so
 /// an option added without its name, example or field does not compile.
@@ -21,11 +21,17 @@ enum Opt {
     Version,
     Key,
     Write,
+    FailSafe,
+    FailSafeThrottle,
+    Timeout,
+    HardTimeout,
+    EagerRefresh,
+    CacheNone,
 }
 
 impl Opt {
     /// Every option, in the order the docs list them.
-    const ALL: [Opt; 10] = [
+    const ALL: [Opt; 16] = [
         Opt::Backend,
         Opt::OnFailure,
         Opt::Ttl,
@@ -36,6 +42,12 @@ impl Opt {
         Opt::Version,
         Opt::Key,
         Opt::Write,
+        Opt::FailSafe,
+        Opt::FailSafeThrottle,
+        Opt::Timeout,
+        Opt::HardTimeout,
+        Opt::EagerRefresh,
+        Opt::CacheNone,
     ];
 
     fn name(self) -> &'static str {
@@ -50,6 +62,12 @@ impl Opt {
             Opt::Version => "version",
             Opt::Key => "key",
             Opt::Write => "write",
+            Opt::FailSafe => "fail_safe",
+            Opt::FailSafeThrottle => "fail_safe_throttle",
+            Opt::Timeout => "timeout",
+            Opt::HardTimeout => "hard_timeout",
+            Opt::EagerRefresh => "eager_refresh",
+            Opt::CacheNone => "cache_none",
         }
     }
 
@@ -64,6 +82,12 @@ impl Opt {
             Opt::Version => "1",
             Opt::Key => "\"(tenant, id)\"",
             Opt::Write => "\"behind\"",
+            Opt::FailSafe => "\"1h\"",
+            Opt::FailSafeThrottle => "\"30s\"",
+            Opt::Timeout => "\"100ms\"",
+            Opt::HardTimeout => "\"2s\"",
+            Opt::EagerRefresh => "0.8",
+            Opt::CacheNone => "false",
         }
     }
 
@@ -85,6 +109,12 @@ pub(crate) struct Args {
     pub version: Option<LitInt>,
     pub key: Option<LitStr>,
     pub write: Option<LitStr>,
+    pub fail_safe: Option<LitStr>,
+    pub fail_safe_throttle: Option<LitStr>,
+    pub timeout: Option<LitStr>,
+    pub hard_timeout: Option<LitStr>,
+    pub eager_refresh: Option<LitFloat>,
+    pub cache_none: Option<LitBool>,
 }
 
 impl Args {
@@ -164,6 +194,12 @@ impl Args {
                 Opt::Name => args.name = errors.handle(string(option, value)),
                 Opt::Key => args.key = errors.handle(string(option, value)),
                 Opt::Write => args.write = errors.handle(string(option, value)),
+                Opt::FailSafe => args.fail_safe = errors.handle(string(option, value)),
+                Opt::FailSafeThrottle => args.fail_safe_throttle = errors.handle(string(option, value)),
+                Opt::Timeout => args.timeout = errors.handle(string(option, value)),
+                Opt::HardTimeout => args.hard_timeout = errors.handle(string(option, value)),
+                Opt::EagerRefresh => args.eager_refresh = errors.handle(float(option, value)),
+                Opt::CacheNone => args.cache_none = errors.handle(boolean(option, value)),
             }
         }
         args
@@ -187,6 +223,26 @@ fn int(option: Opt, value: &Expr) -> darling::Result<LitInt> {
             lit: Lit::Int(lit), ..
         }) => Ok(lit.clone()),
         _ => Err(expected(option, "an integer", value)),
+    }
+}
+
+/// A fraction-valued option's literal.
+fn float(option: Opt, value: &Expr) -> darling::Result<LitFloat> {
+    match value {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Float(lit), ..
+        }) => Ok(lit.clone()),
+        _ => Err(expected(option, "a decimal", value)),
+    }
+}
+
+/// A switch's literal.
+fn boolean(option: Opt, value: &Expr) -> darling::Result<LitBool> {
+    match value {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Bool(lit), ..
+        }) => Ok(lit.clone()),
+        _ => Err(expected(option, "a `true` or `false`", value)),
     }
 }
 

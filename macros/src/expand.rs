@@ -123,12 +123,31 @@ pub(crate) fn expand(cached: &Cached) -> TokenStream {
         true => quote!(::core::result::Result::Ok(__tiered_value)),
         false => quote!(__tiered_value),
     };
-    let called = quote_spanned! {at_value=>
-        let __tiered_key = #key;
-        match #cache.hit(&__tiered_key) {
-            ::core::option::Option::Some(__tiered_value) => #hit,
-            ::core::option::Option::None => #cache.call(#cache.resolve(__tiered_key), #body_call).await,
-        }
+    // With a timeout the body runs in a task of its own, so a caller can stop waiting for it.
+    let settings = &cached.settings;
+    let miss = match settings.timeout.is_some() || settings.hard_timeout.is_some() {
+        true => quote_spanned!(at_value=> call_detached),
+        false => quote_spanned!(at_value=> call),
+    };
+    let called = match settings.eager_refresh {
+        None => quote_spanned! {at_value=>
+            let __tiered_key = #key;
+            match #cache.hit(&__tiered_key) {
+                ::core::option::Option::Some(__tiered_value) => #hit,
+                ::core::option::Option::None => #cache.#miss(#cache.resolve(__tiered_key), #body_call).await,
+            }
+        },
+        Some(_) => quote_spanned! {at_value=>
+            let __tiered_key = #key;
+            match #cache.hit_aged(&__tiered_key) {
+                ::tiered::__private::Hit::Fresh(__tiered_value) => #hit,
+                ::tiered::__private::Hit::Due(__tiered_value) => {
+                    #cache.renew(#cache.resolve(__tiered_key), #body_call);
+                    #hit
+                }
+                ::tiered::__private::Hit::Miss => #cache.#miss(#cache.resolve(__tiered_key), #body_call).await,
+            }
+        },
     };
     let refreshed = quote_spanned!(at_value=> #cache.refresh(#cache.resolve(#key), #body_call).await);
     let invalidated = quote_spanned!(at_value=> #cache.invalidate(#cache.resolve(#key)).await);
@@ -388,11 +407,15 @@ fn spec(cached: &Cached, fn_name: &str) -> TokenStream {
             quote!(Retry { attempts: #attempts })
         }
     };
+    let millis = |duration: std::time::Duration| {
+        let millis = Literal::u128_unsuffixed(duration.as_millis());
+        quote!(::tiered::__private::Duration::from_millis(#millis))
+    };
     let ttl = |ttl: Option<std::time::Duration>| match ttl {
         None => quote!(::core::option::Option::None),
         Some(ttl) => {
-            let millis = Literal::u128_unsuffixed(ttl.as_millis());
-            quote!(::core::option::Option::Some(::tiered::__private::Duration::from_millis(#millis)))
+            let ttl = millis(ttl);
+            quote!(::core::option::Option::Some(#ttl))
         }
     };
     let (l1_ttl, l2_ttl) = (ttl(settings.l1_ttl), ttl(settings.l2_ttl));
@@ -400,6 +423,34 @@ fn spec(cached: &Cached, fn_name: &str) -> TokenStream {
     let write = match settings.write {
         Write::Through => quote!(Through),
         Write::Behind => quote!(Behind),
+    };
+    let fail_safe = match settings.fail_safe {
+        None => quote!(::core::option::Option::None),
+        Some((window, throttle)) => {
+            let (window, throttle) = (millis(window), millis(throttle));
+            quote!(::core::option::Option::Some(::tiered::__private::FailSafe { window: #window, throttle: #throttle }))
+        }
+    };
+    let timeout = ttl(settings.timeout);
+    let hard_timeout = match settings.hard_timeout {
+        None => quote!(::core::option::Option::None),
+        Some(after) => {
+            let after = millis(after);
+            // `time_out` requires `E: From<TimedOut>`: its error points at `E`.
+            let time_out = quote_spanned!(at(cached.output.error_span)=> ::tiered::__private::time_out);
+            quote!(::core::option::Option::Some(::tiered::__private::HardTimeout { after: #after, timed_out: #time_out }))
+        }
+    };
+    let eager_refresh = match settings.eager_refresh {
+        None => quote!(::core::option::Option::None),
+        Some(fraction) => {
+            let fraction = Literal::f64_unsuffixed(fraction);
+            quote!(::core::option::Option::Some(#fraction))
+        }
+    };
+    let uncached = match settings.cache_none {
+        true => quote!(::core::option::Option::None),
+        false => quote!(::core::option::Option::Some(::core::option::Option::is_none)),
     };
     let codec = match settings.backend {
         Backend::None => quote!(::core::option::Option::None),
@@ -420,6 +471,11 @@ fn spec(cached: &Cached, fn_name: &str) -> TokenStream {
             l1_capacity: #l1_capacity,
             write: ::tiered::__private::WriteMode::#write,
             codec: #codec,
+            fail_safe: #fail_safe,
+            timeout: #timeout,
+            hard_timeout: #hard_timeout,
+            eager_refresh: #eager_refresh,
+            uncached: #uncached,
         }
     }
 }

@@ -8,8 +8,8 @@ use quote::{format_ident, ToTokens};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{
-    Expr, FnArg, GenericArgument, GenericParam, Ident, ItemFn, LitInt, LitStr, Pat, PathArguments, Receiver,
-    ReturnType, Token, Type,
+    Expr, FnArg, GenericArgument, GenericParam, Ident, ItemFn, LitBool, LitInt, LitStr, Pat, PathArguments,
+    Receiver, ReturnType, Token, Type,
 };
 
 use crate::args::Args;
@@ -40,7 +40,18 @@ pub(crate) struct Settings {
     pub name: Option<LitStr>,
     pub version: u32,
     pub write: Write,
+    /// `fail_safe` and its throttle (`fail_safe_throttle`, default [`DEFAULT_THROTTLE`]).
+    pub fail_safe: Option<(Duration, Duration)>,
+    pub timeout: Option<Duration>,
+    pub hard_timeout: Option<Duration>,
+    pub eager_refresh: Option<f64>,
+    /// `cache_none`: whether a `None` is stored.
+    pub cache_none: bool,
 }
+
+/// How long a stale value answers for a failing body before the body is tried again, unless
+/// `fail_safe_throttle` says otherwise.
+const DEFAULT_THROTTLE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Backend {
@@ -207,6 +218,28 @@ pub(crate) fn validate(args: TokenStream, item: TokenStream) -> darling::Result<
             ));
         }
     }
+    if let (Some(lit), Some(output)) = (&args.hard_timeout, &output) {
+        if !output.is_result {
+            errors.push(
+                Error::custom(
+                    "`hard_timeout` ends a caller's wait with `Err(E::from(tiered::TimedOut))`, so the fn must \
+                     return `Result<T, E>` with `E: From<tiered::TimedOut>`; this fn does not return a `Result`",
+                )
+                .with_span(lit),
+            );
+        }
+    }
+    if let (Some(lit), Some(output)) = (&args.cache_none, &output) {
+        if !is_option(&output.value) {
+            errors.push(
+                Error::custom(
+                    "`cache_none` is for fns returning `Option<T>` (or `Result<Option<T>, E>`): their `None` is \
+                     returned but not stored; this fn's cached type is not an `Option`",
+                )
+                .with_span(lit),
+            );
+        }
+    }
     let key = match &args.key {
         None => Some(Key::Arguments(sig.paren_token.span.join())),
         Some(lit) => errors.handle(custom_key(lit)),
@@ -285,22 +318,134 @@ fn settings(args: &Args) -> darling::Result<Settings> {
             );
         }
     }
+    let (l1_ttl, l2_ttl) = (l1_ttl.or(default_ttl), l2_ttl.or(default_ttl));
+    let expires = l1_ttl.is_some() || l2_ttl.is_some();
+    let resilience = resilience(args, expires);
+    errors.handle(resilience.as_ref().map(|_| ()).map_err(Clone::clone));
     errors.finish()?;
-    let (Some(backend), Some(on_failure), Some(write), Some(l1_capacity), Some(version)) =
-        (backend, on_failure, write, l1_capacity, version)
+    let (Some(backend), Some(on_failure), Some(write), Some(l1_capacity), Some(version), Ok(resilience)) =
+        (backend, on_failure, write, l1_capacity, version, resilience)
     else {
         unreachable!("every `None` above comes with an error");
     };
+    let Resilience {
+        fail_safe,
+        timeout,
+        hard_timeout,
+        eager_refresh,
+    } = resilience;
     Ok(Settings {
         backend,
         on_failure,
-        l1_ttl: l1_ttl.or(default_ttl),
-        l2_ttl: l2_ttl.or(default_ttl),
+        l1_ttl,
+        l2_ttl,
         l1_capacity,
         name: args.name.clone(),
         version,
         write,
+        fail_safe,
+        timeout,
+        hard_timeout,
+        eager_refresh,
+        cache_none: args.cache_none.as_ref().is_none_or(LitBool::value),
     })
+}
+
+/// `fail_safe`, the timeouts and `eager_refresh`, checked together.
+struct Resilience {
+    fail_safe: Option<(Duration, Duration)>,
+    timeout: Option<Duration>,
+    hard_timeout: Option<Duration>,
+    eager_refresh: Option<f64>,
+}
+
+/// The options about failing and slow bodies; `expires`: whether the fn has a TTL.
+fn resilience(args: &Args, expires: bool) -> darling::Result<Resilience> {
+    let mut errors = Error::accumulator();
+    let mut parsed =
+        |lit: &Option<LitStr>, option| lit.as_ref().and_then(|lit| errors.handle(duration(option, lit)));
+    let window = parsed(&args.fail_safe, "fail_safe");
+    let throttle = parsed(&args.fail_safe_throttle, "fail_safe_throttle");
+    let timeout = parsed(&args.timeout, "timeout");
+    let hard_timeout = parsed(&args.hard_timeout, "hard_timeout");
+    if let Some(lit) = args.fail_safe.as_ref().filter(|_| !expires) {
+        errors.push(
+            Error::custom(
+                "`fail_safe` keeps values this long past their TTL, but this fn's values never expire: set `ttl` \
+                 (or `l1_ttl`/`l2_ttl`)",
+            )
+            .with_span(lit),
+        );
+    }
+    if let Some(lit) = args
+        .fail_safe_throttle
+        .as_ref()
+        .filter(|_| args.fail_safe.is_none())
+    {
+        errors.push(
+            Error::custom("`fail_safe_throttle` sets how long a stale value answers under `fail_safe`: set `fail_safe` too")
+                .with_span(lit),
+        );
+    }
+    if let Some(lit) = args.timeout.as_ref().filter(|_| args.fail_safe.is_none()) {
+        errors.push(
+            Error::custom(
+                "`timeout` answers with a stale value when the fn takes longer, so it needs `fail_safe` (how long \
+                 past their TTL values may answer); to bound every wait, use `hard_timeout`",
+            )
+            .with_span(lit),
+        );
+    }
+    if let (Some(soft), Some(hard), Some(lit)) = (timeout, hard_timeout, &args.timeout) {
+        if soft >= hard {
+            errors.push(
+                Error::custom(format!(
+                    "`timeout` ({soft:?}) must be shorter than `hard_timeout` ({hard:?}): past the hard timeout \
+                     no caller waits"
+                ))
+                .with_span(lit),
+            );
+        }
+    }
+    let eager_refresh = args.eager_refresh.as_ref().and_then(|lit| {
+        let fraction = lit.base10_parse::<f64>().ok().filter(|f| *f > 0.0 && *f < 1.0);
+        if fraction.is_none() {
+            errors.push(
+                Error::custom(
+                    "`eager_refresh` is the fraction of an entry's TTL after which a hit refreshes it: a decimal \
+                     between 0 and 1, e.g. eager_refresh = 0.8",
+                )
+                .with_span(lit),
+            );
+        } else if !expires {
+            errors.push(
+                Error::custom("`eager_refresh` refreshes entries before their TTL, but this fn has none: set `ttl`")
+                    .with_span(lit),
+            );
+        }
+        fraction
+    });
+    errors.finish()?;
+    Ok(Resilience {
+        fail_safe: window.map(|window| (window, throttle.unwrap_or(DEFAULT_THROTTLE))),
+        timeout,
+        hard_timeout,
+        eager_refresh,
+    })
+}
+
+/// Whether a type is written as `Option<…>`.
+fn is_option(ty: &Type) -> bool {
+    match ty {
+        Type::Group(group) => is_option(&group.elem),
+        Type::Paren(paren) => is_option(&paren.elem),
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "Option"),
+        _ => false,
+    }
 }
 
 fn backend(lit: &LitStr) -> darling::Result<Backend> {

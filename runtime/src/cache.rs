@@ -3,24 +3,27 @@
 
 use std::future::Future;
 use std::hash::Hash;
+use std::panic::{resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
+
 use crate::backend::{Entry, EntryId, Observed, TOMBSTONE_LIFETIME};
 use crate::call_key::{CallKey, Encoded, Resolved};
 use crate::codec::Codec;
-use crate::error::BackendError;
+use crate::error::{BackendError, TimedOut};
 use crate::invalidation::{stripe_of, Epochs, Snapshot};
-use crate::l1::L1;
+use crate::l1::{Aged, Stale, L1};
 use crate::notice::Notice;
 use crate::outcome::{self, Outcome};
 use crate::output::Output;
 use crate::policy::{self, ErrorLog, OnFailure};
 use crate::process::{Installed, Process};
 use crate::registry::RegisteredCache;
-use crate::single_flight::{Flights, Role};
-use crate::spec::{Spec, WriteMode};
+use crate::single_flight::{Flights, Renewals, Role};
+use crate::spec::{FailSafe, HardTimeout, Spec, WriteMode};
 use crate::stats::{FnStats, FunctionStats};
 
 /// The miss path of a call, boxed: the caller's future holds a pointer, not the miss path's
@@ -37,11 +40,19 @@ pub struct FnCache<V: 'static, K: 'static, R: 'static> {
     write: WriteMode,
     /// `None`: `backend = "none"`.
     codec: Option<Codec<V>>,
+    fail_safe: Option<FailSafe>,
+    timeout: Option<Duration>,
+    hard_timeout: Option<HardTimeout<R>>,
+    eager_refresh: Option<f64>,
+    uncached: Option<fn(&V) -> bool>,
     l1: L1<V, K>,
     flights: Flights<V>,
+    renewals: Renewals,
     epochs: Epochs,
     stats: FnStats,
     errors: ErrorLog,
+    /// The log of the body's failures that `fail_safe` or `hard_timeout` answered for.
+    failures: ErrorLog,
     process: &'static Process,
 }
 
@@ -67,16 +78,55 @@ enum Found<V> {
         remaining: Option<Duration>,
         id: EntryId,
     },
-    /// Nothing usable: compute, then store there.
-    Nothing(Destination<V>),
+    /// Nothing fresh enough: compute, then store there. A value past its freshness but within
+    /// `fail_safe` comes along, to answer if the body cannot.
+    Nothing(Destination<V>, Option<Stale<V>>),
 }
 
 /// Where the leader stores what it computed.
 enum Destination<V> {
-    /// L1 alone: no L2, or L2 failed and the policy absorbed it.
-    L1,
+    /// L1 alone: no L2, or L2 failed and the policy absorbed it. The entry's L2 id, if the
+    /// function has an installed L2, lets other processes' invalidations find it.
+    L1(Option<EntryId>),
     /// L2, conditional on what the read observed, then L1.
     Both(WriteBack<V>),
+}
+
+impl<V> Destination<V> {
+    fn id(&self) -> Option<&EntryId> {
+        match self {
+            Destination::L1(id) => id.as_ref(),
+            Destination::Both(write_back) => Some(&write_back.entry.id),
+        }
+    }
+}
+
+/// What a flight leader has settled before the body runs.
+struct Prepared<V> {
+    snapshot: Snapshot,
+    destination: Destination<V>,
+    stale: Option<Stale<V>>,
+}
+
+/// Why the body gave no fresh value.
+enum Failure<R> {
+    /// It returned an `Err`.
+    Output(R),
+    /// It panicked (or, detached, its task was cancelled).
+    Panic(Box<dyn std::any::Any + Send>),
+    /// It was still running after this long.
+    TimedOut(Duration),
+}
+
+/// What the hit path of a function with `eager_refresh` found.
+pub enum Hit<V> {
+    /// A live value, young enough.
+    Fresh(V),
+    /// A live value past the refresh point: the caller answers with it and calls
+    /// [`FnCache::renew`].
+    Due(V),
+    /// Nothing live.
+    Miss,
 }
 
 /// An L2 write conditional on an earlier read.
@@ -111,11 +161,23 @@ where
             l2_ttl: spec.l2_ttl,
             write: spec.write,
             codec: spec.codec,
-            l1: L1::new(spec.l1_capacity.max(1), spec.l1_ttl, process.clock.clone()),
+            fail_safe: spec.fail_safe,
+            timeout: spec.timeout,
+            hard_timeout: spec.hard_timeout,
+            eager_refresh: spec.eager_refresh,
+            uncached: spec.uncached,
+            l1: L1::new(
+                spec.l1_capacity.max(1),
+                spec.l1_ttl,
+                spec.fail_safe.map(|fail_safe| fail_safe.window),
+                process.clock.clone(),
+            ),
             flights: Flights::new(),
+            renewals: Renewals::default(),
             epochs: Epochs::new(),
             stats: FnStats::default(),
             errors: ErrorLog::new(name, process.clock.clone()),
+            failures: ErrorLog::new(name, process.clock.clone()),
             process,
         }
     }
@@ -130,6 +192,29 @@ where
         // Counted, not traced: even a disabled `trace!` costs a visible share of a hit.
         self.stats.l1_hit();
         Some(value)
+    }
+
+    /// [`FnCache::hit`] for a function with `eager_refresh`: a value past the refresh point
+    /// answers, and the caller starts [`FnCache::renew`].
+    #[inline]
+    pub fn hit_aged<Q: CallKey<K>>(&self, key: &Q) -> Hit<V> {
+        let (Some(lookup), Some(fraction)) = (key.lookup(), self.eager_refresh) else {
+            return Hit::Miss;
+        };
+        match self
+            .l1
+            .get_aged(&lookup, self.epochs.all(), self.max_age(), fraction)
+        {
+            Some(Aged::Fresh(value)) => {
+                self.stats.l1_hit();
+                Hit::Fresh(value)
+            }
+            Some(Aged::Due(value)) => {
+                self.stats.l1_hit();
+                Hit::Due(value)
+            }
+            None => Hit::Miss,
+        }
     }
 
     /// The call's key past L1, as the miss path, `refresh_<fn>` and `invalidate_<fn>` take it.
@@ -150,7 +235,12 @@ where
                 Ok(key) => {
                     let (result, role) = self
                         .flights
-                        .run(&key.bytes, || self.lead(&key, body, &mut outcome))
+                        .run(&key.bytes, || async {
+                            match self.prepare(&key, &mut outcome).await {
+                                Ok(prepared) => self.finish(&key, body, prepared, &mut outcome).await,
+                                Err(answer) => answer,
+                            }
+                        })
                         .await;
                     if role == Role::Coalesced {
                         self.stats.coalesced();
@@ -163,6 +253,73 @@ where
             outcome::record(outcome);
             output
         })
+    }
+
+    /// The miss path of a function with `timeout` or `hard_timeout`: as [`FnCache::call`], but
+    /// the body runs in a task of its own, so a caller can stop waiting for it while it
+    /// finishes and stores its value.
+    pub fn call_detached<F>(&'static self, key: Resolved<K>, body: F) -> Miss<impl Future<Output = R>>
+    where
+        F: Future<Output = R> + Send + 'static,
+        V: Send,
+        R: Send,
+    {
+        Box::pin(async move {
+            let mut outcome = Outcome::BackendError;
+            let output = match key.0 {
+                Ok(key) => {
+                    let (result, role) = self
+                        .flights
+                        .run(&key.bytes, || async {
+                            match self.prepare(&key, &mut outcome).await {
+                                Ok(prepared) => {
+                                    self.finish_detached(&key, body, prepared, &mut outcome).await
+                                }
+                                Err(answer) => answer,
+                            }
+                        })
+                        .await;
+                    if role == Role::Coalesced {
+                        self.stats.coalesced();
+                        outcome = Outcome::Coalesced;
+                    }
+                    result.map_or_else(|output| output, R::from_cached)
+                }
+                Err(message) => self.uncached(message, body, &mut outcome).await,
+            };
+            outcome::record(outcome);
+            output
+        })
+    }
+
+    /// After [`Hit::Due`]: refreshes the entry in the background, once per key at a time,
+    /// reading L2 first in case another process refreshed it. Misses of the key meanwhile
+    /// join its flight.
+    pub fn renew<F>(&'static self, key: Resolved<K>, body: F)
+    where
+        F: Future<Output = R> + Send + 'static,
+        V: Send,
+        R: Send,
+    {
+        let Ok(key) = key.0 else { return };
+        let Some(renewal) = self.renewals.claim(&key.bytes) else {
+            return;
+        };
+        self.stats.eager_refresh();
+        tokio::spawn(async move {
+            let _renewal = renewal;
+            let mut outcome = Outcome::BackendError;
+            // The caller already answered: whatever this yields, only the stores matter.
+            let _ = self
+                .flights
+                .run(&key.bytes, || async {
+                    match self.prepare_renewal(&key, &mut outcome).await {
+                        Ok(prepared) => self.finish(&key, body, prepared, &mut outcome).await,
+                        Err(answer) => answer,
+                    }
+                })
+                .await;
+        });
     }
 
     /// `refresh_<fn>`: runs the body now, stores its value in both tiers as the newest, and
@@ -187,12 +344,18 @@ where
             function: self.name.to_owned(),
             message,
         })?;
+        let in_l2 = self.drop_key(&key).await;
+        self.on_failure.settle_helper(&self.errors, "invalidate", in_l2)
+    }
+
+    /// Invalidates one key: L2 (a tombstone), then this process's L1 whatever L2 did.
+    async fn drop_key(&'static self, key: &Encoded<K>) -> Result<(), BackendError> {
         let stripe = stripe_of(&key.bytes);
         let in_l2 = match self.l2() {
             L2Access::Absent => Ok(()),
             L2Access::NotInstalled => Err(BackendError::NotConfigured),
             L2Access::Installed(linked) => {
-                let entry = self.entry(&linked.installed, &key, stripe);
+                let entry = self.entry(&linked.installed, key, stripe);
                 self.attempt(&linked.installed, || linked.installed.l2.invalidate(&entry))
                     .await
             }
@@ -202,7 +365,7 @@ where
             self.flights.forget(&key.bytes);
         });
         self.stats.invalidation();
-        self.on_failure.settle_helper(&self.errors, "invalidate", in_l2)
+        in_l2
     }
 
     /// `invalidate_all_<fn>`: a new epoch in L2 (O(1) in the number of rows), then in L1.
@@ -231,48 +394,292 @@ where
         self.l1.clear();
     }
 
-    /// The flight leader's work after an L1 miss: L2, else the body, then the write-back.
-    /// `Err` holds the output that is not cached (the body's error, or a backend error the
-    /// policy hands to the caller). Sets `outcome` when it answers.
-    async fn lead(
+    /// The flight leader's work after an L1 miss, before the body: L1 again, then L2. `Err`
+    /// holds the value found (`Ok`) or the output a backend error became (`Err`).
+    async fn prepare(
         &'static self,
         key: &Encoded<K>,
-        body: impl Future<Output = R>,
         outcome: &mut Outcome,
-    ) -> Result<V, R> {
+    ) -> Result<Prepared<V>, Result<V, R>> {
         // A flight that ended between our L1 miss and joining may have filled L1.
         if let Some(value) = self.l1.get(&key.stored, self.epochs.all(), self.max_age()) {
             self.stats.l1_hit();
             *outcome = Outcome::L1Hit;
-            return Ok(value);
+            return Err(Ok(value));
         }
+        self.look_up(key, Duration::ZERO, outcome).await
+    }
+
+    /// [`FnCache::prepare`] for an eager refresh: an L2 row counts only if it is not due for
+    /// a refresh itself (another process refreshed it).
+    async fn prepare_renewal(
+        &'static self,
+        key: &Encoded<K>,
+        outcome: &mut Outcome,
+    ) -> Result<Prepared<V>, Result<V, R>> {
+        let fraction = self.eager_refresh.unwrap_or(0.0);
+        let young = self
+            .l2_ttl
+            .map_or(Duration::ZERO, |ttl| ttl.mul_f64(1.0 - fraction));
+        self.look_up(key, young, outcome).await
+    }
+
+    /// Reads L2 for the leader: a value fresh for more than `fresh_beyond` answers.
+    async fn look_up(
+        &'static self,
+        key: &Encoded<K>,
+        fresh_beyond: Duration,
+        outcome: &mut Outcome,
+    ) -> Result<Prepared<V>, Result<V, R>> {
         let stripe = stripe_of(&key.bytes);
         // Taken before reading L2: an invalidation after this point refuses our L1 store.
         let snapshot = self.epochs.snapshot(stripe);
-        let destination = match self.read_l2(key, stripe, snapshot).await? {
+        match self
+            .read_l2(key, stripe, snapshot, fresh_beyond)
+            .await
+            .map_err(Err)?
+        {
             Found::Value { value, remaining, id } => {
                 self.stats.l2_hit();
                 *outcome = Outcome::L2Hit;
                 tracing::debug!(cache = self.name, "tiered: L2 hit");
                 self.store_l1(key, Some(&id), &value, snapshot, remaining);
-                return Ok(value);
+                Err(Ok(value))
             }
-            Found::Nothing(destination) => destination,
-        };
+            Found::Nothing(destination, stale) => {
+                let stale = match self.fail_safe {
+                    None => None,
+                    Some(_) => stale.or_else(|| self.l1.stale(&key.stored, snapshot.all, self.max_age())),
+                };
+                Ok(Prepared {
+                    snapshot,
+                    destination,
+                    stale,
+                })
+            }
+        }
+    }
+
+    /// Runs the body in the caller's task, stores its value, and falls back to a stale value
+    /// if it fails or panics.
+    async fn finish(
+        &'static self,
+        key: &Encoded<K>,
+        body: impl Future<Output = R>,
+        prepared: Prepared<V>,
+        outcome: &mut Outcome,
+    ) -> Result<V, R> {
         tracing::debug!(cache = self.name, "tiered: miss, running the function");
-        let value = self.compute(body, outcome).await.cached()?;
+        let Prepared {
+            snapshot,
+            destination,
+            stale,
+        } = prepared;
+        let Some(stale) = stale else {
+            let value = self.compute(body, outcome).await.cached()?;
+            return self.keep(key, value, snapshot, destination, outcome).await;
+        };
+        let id = destination.id().copied();
+        let failure = match AssertUnwindSafe(self.compute(body, outcome)).catch_unwind().await {
+            Ok(output) => match output.cached() {
+                Ok(value) => return self.keep(key, value, snapshot, destination, outcome).await,
+                Err(output) => Failure::Output(output),
+            },
+            Err(panic) => Failure::Panic(panic),
+        };
+        self.rescue(key, id.as_ref(), stale, snapshot, failure, outcome)
+    }
+
+    /// [`FnCache::finish`] with the body in a task of its own, which stores its value whether
+    /// or not a caller still waits for it: callers wait up to `timeout` when a stale value can
+    /// answer instead, and up to `hard_timeout` in any case.
+    async fn finish_detached<F>(
+        &'static self,
+        key: &Encoded<K>,
+        body: F,
+        prepared: Prepared<V>,
+        outcome: &mut Outcome,
+    ) -> Result<V, R>
+    where
+        F: Future<Output = R> + Send + 'static,
+        V: Send,
+        R: Send,
+    {
+        let started = tokio::time::Instant::now();
+        let Prepared {
+            snapshot,
+            destination,
+            mut stale,
+        } = prepared;
+        let id = destination.id().copied();
+        let owned = key.clone();
+        let mut task = tokio::spawn(async move {
+            let mut ignored = Outcome::Computed;
+            let value = self.compute(body, &mut ignored).await.cached()?;
+            self.keep(&owned, value, snapshot, destination, &mut ignored)
+                .await
+        });
+        *outcome = Outcome::Computed;
+        if let (Some(soft), Some(_)) = (self.timeout, &stale) {
+            match tokio::time::timeout(soft, &mut task).await {
+                Ok(joined) => return self.joined(key, id.as_ref(), stale, snapshot, joined, outcome),
+                Err(_) => {
+                    let waited = Failure::TimedOut(soft);
+                    let stale = stale.take().expect("checked above");
+                    if let Some(value) = self.serve_stale(key, id.as_ref(), stale, snapshot, &waited, outcome)
+                    {
+                        return Ok(value);
+                    }
+                }
+            }
+        }
+        let Some(hard) = self.hard_timeout else {
+            let joined = task.await;
+            return self.joined(key, id.as_ref(), stale, snapshot, joined, outcome);
+        };
+        match tokio::time::timeout_at(started + hard.after, &mut task).await {
+            Ok(joined) => self.joined(key, id.as_ref(), stale, snapshot, joined, outcome),
+            Err(_) => {
+                let failure = Failure::TimedOut(hard.after);
+                match stale {
+                    Some(stale) => self.rescue(key, id.as_ref(), stale, snapshot, failure, outcome),
+                    None => self.fail(failure),
+                }
+            }
+        }
+    }
+
+    /// What a detached body's task ended with, for its caller.
+    fn joined(
+        &self,
+        key: &Encoded<K>,
+        id: Option<&EntryId>,
+        stale: Option<Stale<V>>,
+        snapshot: Snapshot,
+        joined: Result<Result<V, R>, tokio::task::JoinError>,
+        outcome: &mut Outcome,
+    ) -> Result<V, R> {
+        let failure = match joined {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(output)) => Failure::Output(output),
+            Err(err) if err.is_panic() => Failure::Panic(err.into_panic()),
+            // Only a runtime shutting down cancels the task.
+            Err(err) => Failure::Panic(Box::new(err.to_string())),
+        };
+        match stale {
+            Some(stale) => self.rescue(key, id, stale, snapshot, failure, outcome),
+            None => self.fail(failure),
+        }
+    }
+
+    /// Answers with the stale value instead of the failure, unless an invalidation took it.
+    fn rescue(
+        &self,
+        key: &Encoded<K>,
+        id: Option<&EntryId>,
+        stale: Stale<V>,
+        snapshot: Snapshot,
+        failure: Failure<R>,
+        outcome: &mut Outcome,
+    ) -> Result<V, R> {
+        match self.serve_stale(key, id, stale, snapshot, &failure, outcome) {
+            Some(value) => Ok(value),
+            None => self.fail(failure),
+        }
+    }
+
+    /// The caller's answer when nothing could stand in for the body's.
+    fn fail(&self, failure: Failure<R>) -> Result<V, R> {
+        match failure {
+            Failure::Output(output) => Err(output),
+            Failure::Panic(panic) => resume_unwind(panic),
+            Failure::TimedOut(after) => {
+                let hard = self.hard_timeout.expect("only a hard timeout ends a wait");
+                if let Some(unlogged) = self.failures.due() {
+                    tracing::warn!(
+                        cache = self.name,
+                        ?after,
+                        unlogged,
+                        "tiered: the function did not finish within its hard_timeout and no stale value \
+                         could answer; it goes on in the background"
+                    );
+                }
+                Err((hard.timed_out)(TimedOut {
+                    function: self.name.to_owned(),
+                    after,
+                }))
+            }
+        }
+    }
+
+    /// The stale value, stored in L1 to answer for the throttle, unless an invalidation since
+    /// `snapshot` removed it.
+    fn serve_stale(
+        &self,
+        key: &Encoded<K>,
+        id: Option<&EntryId>,
+        stale: Stale<V>,
+        snapshot: Snapshot,
+        failure: &Failure<R>,
+        outcome: &mut Outcome,
+    ) -> Option<V> {
+        let throttle = self.fail_safe?.throttle;
+        let current = self.epochs.store_if_current(snapshot, || {
+            self.l1
+                .insert_stale(key.stored.clone(), id, &stale, snapshot.all, throttle);
+        });
+        if !current {
+            return None;
+        }
+        self.stats.stale_served();
+        if let Some(unlogged) = self.failures.due() {
+            let reason = match failure {
+                Failure::Output(_) => "the function returned an error".to_owned(),
+                Failure::Panic(_) => "the function panicked".to_owned(),
+                Failure::TimedOut(after) => format!("the function ran longer than {after:?}"),
+            };
+            tracing::warn!(
+                cache = self.name,
+                reason,
+                unlogged,
+                "tiered: no fresh value; a stale one answers (fail_safe)"
+            );
+        }
+        *outcome = Outcome::Stale;
+        Some(stale.value)
+    }
+
+    /// Stores a value the body produced, unless it is one the function does not cache.
+    async fn keep(
+        &'static self,
+        key: &Encoded<K>,
+        value: V,
+        snapshot: Snapshot,
+        destination: Destination<V>,
+        outcome: &mut Outcome,
+    ) -> Result<V, R> {
+        if self.uncached.is_some_and(|uncached| uncached(&value)) {
+            return Ok(value);
+        }
         self.store(key, &value, snapshot, destination)
             .await
             .inspect_err(|_| *outcome = Outcome::BackendError)?;
         Ok(value)
     }
 
-    async fn read_l2(&self, key: &Encoded<K>, stripe: usize, snapshot: Snapshot) -> Result<Found<V>, R> {
+    /// Reads the key's L2 row: a value fresh for more than `fresh_beyond` is found.
+    async fn read_l2(
+        &self,
+        key: &Encoded<K>,
+        stripe: usize,
+        snapshot: Snapshot,
+        fresh_beyond: Duration,
+    ) -> Result<Found<V>, R> {
         let linked = match self.l2() {
-            L2Access::Absent => return Ok(Found::Nothing(Destination::L1)),
+            L2Access::Absent => return Ok(Found::Nothing(Destination::L1(None), None)),
             L2Access::NotInstalled => {
                 self.settle("read", Err(BackendError::NotConfigured))?;
-                return Ok(Found::Nothing(Destination::L1));
+                return Ok(Found::Nothing(Destination::L1(None), None));
             }
             L2Access::Installed(linked) => linked,
         };
@@ -294,20 +701,34 @@ where
             Ok(row) => row,
             Err(err) => {
                 self.settle("read", Err(err))?;
-                return Ok(Found::Nothing(Destination::L1));
+                return Ok(Found::Nothing(Destination::L1(Some(entry.id)), None));
             }
         };
         if known_epoch.is_none() {
             self.epochs.learn_l2_epoch(snapshot.all, row.observed.epoch);
         }
+        let mut stale = None;
         if let Some(bytes) = &row.value {
             match linked.codec.decode(bytes) {
                 Ok(value) => {
-                    return Ok(Found::Value {
-                        value,
-                        remaining: row.remaining,
-                        id: entry.id,
-                    })
+                    // A row lives `fail_safe` past its freshness (see `l2_lifetime`).
+                    let window = self
+                        .fail_safe
+                        .map_or(Duration::ZERO, |fail_safe| fail_safe.window);
+                    let fresh = row.remaining.map(|remaining| remaining.saturating_sub(window));
+                    match fresh {
+                        Some(fresh) if fresh <= fresh_beyond => {
+                            let remaining = row.remaining.unwrap_or_default();
+                            stale = Some(self.l1.stale_from_l2(value, remaining));
+                        }
+                        remaining => {
+                            return Ok(Found::Value {
+                                value,
+                                remaining,
+                                id: entry.id,
+                            })
+                        }
+                    }
                 }
                 Err(reason) => tracing::warn!(
                     cache = self.name,
@@ -316,13 +737,14 @@ where
                 ),
             }
         }
-        Ok(Found::Nothing(Destination::Both(WriteBack {
+        let write_back = WriteBack {
             linked,
             entry,
             observed: row.observed,
             read_at,
             losses,
-        })))
+        };
+        Ok(Found::Nothing(Destination::Both(write_back), stale))
     }
 
     /// Stores what the leader computed: in L2 unless an invalidation overtook the
@@ -335,8 +757,8 @@ where
         destination: Destination<V>,
     ) -> Result<(), R> {
         let write_back = match destination {
-            Destination::L1 => {
-                self.store_l1(key, None, value, snapshot, None);
+            Destination::L1(id) => {
+                self.store_l1(key, id.as_ref(), value, snapshot, None);
                 return Ok(());
             }
             Destination::Both(write_back) => write_back,
@@ -372,7 +794,10 @@ where
             WriteMode::Through => {
                 let written = self
                     .attempt(&linked.installed, || {
-                        linked.installed.l2.write(&entry, &bytes, self.l2_ttl, observed)
+                        linked
+                            .installed
+                            .l2
+                            .write(&entry, &bytes, self.l2_lifetime(), observed)
                     })
                     .await;
                 match written {
@@ -391,7 +816,10 @@ where
                 tasks.spawn(async move {
                     let written = self
                         .attempt(&linked.installed, || {
-                            linked.installed.l2.write(&entry, &bytes, self.l2_ttl, observed)
+                            linked
+                                .installed
+                                .l2
+                                .write(&entry, &bytes, self.l2_lifetime(), observed)
                         })
                         .await;
                     match written {
@@ -419,6 +847,13 @@ where
         outcome: &mut Outcome,
     ) -> Result<V, R> {
         let value = self.compute(body, outcome).await.cached()?;
+        if self.uncached.is_some_and(|uncached| uncached(&value)) {
+            // Not stored, so the entry it replaces must not answer either.
+            let dropped = self.drop_key(key).await;
+            self.settle("refresh", dropped)
+                .inspect_err(|_| *outcome = Outcome::BackendError)?;
+            return Ok(value);
+        }
         let stripe = stripe_of(&key.bytes);
         let id = self
             .overwrite(key, stripe, &value)
@@ -445,7 +880,7 @@ where
                     Ok(bytes) => {
                         let overwritten = self
                             .attempt(&linked.installed, || {
-                                linked.installed.l2.overwrite(&entry, &bytes, self.l2_ttl)
+                                linked.installed.l2.overwrite(&entry, &bytes, self.l2_lifetime())
                             })
                             .await;
                         self.settle("refresh", overwritten)?;
@@ -529,12 +964,29 @@ where
 
     /// While the invalidation listener is down, L1 entries of an L2-backed function are
     /// served only while young: another process may have invalidated them meanwhile.
+    /// With `fail_safe`, they are served up to its window: no invalidation can commit while
+    /// no one reaches L2, and the window is what the function accepts as stale.
     #[inline]
     fn max_age(&self) -> Option<Duration> {
         match self.codec {
-            Some(_) => self.process.listener.staleness_cap(),
+            Some(_) => self
+                .process
+                .listener
+                .staleness_cap()
+                .map(|cap| match self.fail_safe {
+                    Some(fail_safe) => cap.max(fail_safe.window),
+                    None => cap,
+                }),
             None => None,
         }
+    }
+
+    /// How long an L2 row lives: its TTL, and with `fail_safe` its window past it.
+    fn l2_lifetime(&self) -> Option<Duration> {
+        let window = self
+            .fail_safe
+            .map_or(Duration::ZERO, |fail_safe| fail_safe.window);
+        self.l2_ttl.map(|ttl| ttl.saturating_add(window))
     }
 
     fn store_l1(

@@ -42,6 +42,7 @@ impl<K> std::fmt::Debug for Resolved<K> {
 }
 
 /// A resolved key that could be encoded.
+#[derive(Clone)]
 pub(crate) struct Encoded<K> {
     pub(crate) stored: K,
     pub(crate) bytes: KeyBytes,

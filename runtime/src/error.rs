@@ -83,6 +83,28 @@ pub enum BackendError {
     },
 }
 
+/// A cached function's body did not finish within its `hard_timeout`, and no stale value
+/// could answer instead. A fn with `hard_timeout` returns `Result<T, E>` with
+/// `E: From<TimedOut>`; the body still finishes in the background and its value is stored.
+///
+/// ```
+/// let err = tiered::TimedOut { function: "app::profile".into(), after: std::time::Duration::from_millis(250) };
+/// assert_eq!(err.to_string(), "app::profile did not finish within its hard_timeout of 250ms");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{function} did not finish within its hard_timeout of {after:?}")]
+pub struct TimedOut {
+    /// The cache's name.
+    pub function: String,
+    /// The `hard_timeout`.
+    pub after: Duration,
+}
+
+/// What a `Result` fn with `hard_timeout` returns when it passes: the generated `Spec` holds it.
+pub fn time_out<V, E: From<TimedOut>>(err: TimedOut) -> Result<V, E> {
+    Err(E::from(err))
+}
+
 impl BackendError {
     /// Whether the same operation may succeed if tried again (used by `Retry { attempts }`).
     ///

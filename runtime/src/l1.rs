@@ -8,6 +8,7 @@
 //! policy against mini-moka's TinyLFU). quick_cache has no TTL of its own, so every entry
 //! carries its deadline and a read past it is a miss.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, PoisonError};
@@ -28,11 +29,13 @@ struct EntryKey<K> {
     key: K,
     /// The function's invalidate-all epoch when stored; an entry of an older epoch is dead.
     epoch: u64,
-    /// In clock ticks ([`Clock::ticks`]), as is `expires_at`: two words where two `Instant`s
-    /// take five, so more entries share the CPU's caches.
+    /// In clock ticks ([`Clock::ticks`]), as are the deadlines: words where `Instant`s take
+    /// more, so more entries share the CPU's caches.
     stored_at: u64,
     /// The earlier of the L1 TTL and the L2 row's remaining lifetime; [`NEVER`]: no expiry.
     expires_at: u64,
+    /// Until when the value may answer as stale under `fail_safe` (not read by a hit).
+    stale_until: u64,
 }
 
 const NEVER: u64 = u64::MAX;
@@ -52,14 +55,43 @@ impl<K: PartialEq> PartialEq for EntryKey<K> {
 
 impl<K: Eq> Eq for EntryKey<K> {}
 
-/// A search for the entry of `key`: with `live`, only a live one matches, so a dead entry is
-/// a miss (it stays until it is overwritten or evicted).
-struct Probe<'q, Q: ?Sized> {
+/// A search for the entry of `key` that only an entry `admits` accepts matches, so an entry
+/// it refuses is a miss (and stays until it is overwritten or evicted). Each kind of lookup
+/// has its own rule type, so the hit's rule is compiled alone.
+struct Probe<'q, Q: ?Sized, A> {
     key: &'q Q,
-    live: Option<Liveness<'q>>,
+    admits: A,
 }
 
-/// What a live entry is: stored in `epoch` and, with `max_age`, less than that long ago.
+/// Which stored entries a lookup accepts.
+trait Admits {
+    fn admits<K>(&self, stored: &EntryKey<K>) -> bool;
+}
+
+impl<Q: Hash + ?Sized, A> Hash for Probe<'_, Q, A> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+impl<K, Q: Equivalent<K> + ?Sized, A: Admits> Equivalent<EntryKey<K>> for Probe<'_, Q, A> {
+    #[inline]
+    fn equivalent(&self, stored: &EntryKey<K>) -> bool {
+        self.key.equivalent(&stored.key) && self.admits.admits(stored)
+    }
+}
+
+/// Any entry, live or not.
+struct Any;
+
+impl Admits for Any {
+    #[inline]
+    fn admits<K>(&self, _: &EntryKey<K>) -> bool {
+        true
+    }
+}
+
+/// A live entry: stored in `epoch` and, with `max_age`, less than that long ago.
 #[derive(Clone, Copy)]
 struct Liveness<'c> {
     epoch: u64,
@@ -67,22 +99,18 @@ struct Liveness<'c> {
     clock: &'c Clock,
 }
 
-impl<Q: Hash + ?Sized> Hash for Probe<'_, Q> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
-    }
-}
-
-impl<K, Q: Equivalent<K> + ?Sized> Equivalent<EntryKey<K>> for Probe<'_, Q> {
-    #[inline]
-    fn equivalent(&self, stored: &EntryKey<K>) -> bool {
-        self.key.equivalent(&stored.key) && self.live.is_none_or(|live| live.admits(stored))
-    }
-}
-
 impl Liveness<'_> {
+    /// Stored less than `max_age` ago, if there is one.
     #[inline]
-    fn admits<K>(self, stored: &EntryKey<K>) -> bool {
+    fn young<K>(self, stored: &EntryKey<K>, now: u64) -> bool {
+        self.max_age
+            .is_none_or(|age| now.saturating_sub(stored.stored_at) <= nanos(age))
+    }
+}
+
+impl Admits for Liveness<'_> {
+    #[inline]
+    fn admits<K>(&self, stored: &EntryKey<K>) -> bool {
         if stored.epoch != self.epoch {
             return false;
         }
@@ -90,28 +118,67 @@ impl Liveness<'_> {
             return true;
         }
         let now = self.clock.ticks();
-        let expired = now >= stored.expires_at
-            || self
-                .max_age
-                .is_some_and(|age| now.saturating_sub(stored.stored_at) > nanos(age));
-        !expired
+        now < stored.expires_at && self.young(stored, now)
+    }
+}
+
+/// A live entry not yet past `fraction` of its lifetime (`eager_refresh`).
+struct Unaged<'c> {
+    live: Liveness<'c>,
+    fraction: f64,
+}
+
+impl Admits for Unaged<'_> {
+    fn admits<K>(&self, stored: &EntryKey<K>) -> bool {
+        if !self.live.admits(stored) {
+            return false;
+        }
+        if stored.expires_at == NEVER {
+            return true;
+        }
+        let lifetime = stored.expires_at.saturating_sub(stored.stored_at);
+        let due_at = stored.stored_at + (lifetime as f64 * self.fraction) as u64;
+        self.live.clock.ticks() < due_at
+    }
+}
+
+/// An entry of the epoch within its fail-safe window, expired or not; records that window's
+/// end, which a stale value keeps however often it answers again.
+struct Recoverable<'c> {
+    live: Liveness<'c>,
+    stale_until: Cell<u64>,
+}
+
+impl Admits for Recoverable<'_> {
+    fn admits<K>(&self, stored: &EntryKey<K>) -> bool {
+        let now = self.live.clock.ticks();
+        let admitted =
+            stored.epoch == self.live.epoch && now < stored.stale_until && self.live.young(stored, now);
+        if admitted {
+            self.stale_until.set(stored.stale_until);
+        }
+        admitted
     }
 }
 
 /// Any entry of `key`, live or not.
-fn any<K: ?Sized>(key: &K) -> Probe<'_, K> {
-    Probe { key, live: None }
+fn any<K: ?Sized>(key: &K) -> Probe<'_, K, Any> {
+    Probe { key, admits: Any }
 }
 
-impl<K> EntryKey<K> {
-    fn new(key: K, epoch: u64, stored_at: u64, expires_at: u64) -> Self {
-        EntryKey {
-            key,
-            epoch,
-            stored_at,
-            expires_at,
-        }
-    }
+/// A value past its expiry that may still answer (`fail_safe`), until `until` (in ticks).
+#[derive(Debug, Clone)]
+pub(crate) struct Stale<V> {
+    pub(crate) value: V,
+    until: u64,
+}
+
+/// What a hit of a function with `eager_refresh` found.
+pub(crate) enum Aged<V> {
+    /// Live and young.
+    Fresh(V),
+    /// Live, but past the refresh point: answer with it and refresh the entry.
+    Due(V),
 }
 
 /// quick_cache's options for a function's `capacity`.
@@ -155,10 +222,12 @@ pub(crate) struct L1<V, K> {
     /// evicted entries linger until the next prune).
     ids: Mutex<HashMap<EntryId, K>>,
     prune_at: usize,
+    /// `fail_safe`: how long an entry stays recoverable past its expiry.
+    grace: Duration,
 }
 
 impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'static> L1<V, K> {
-    pub(crate) fn new(capacity: u64, ttl: Option<Duration>, clock: Clock) -> Self {
+    pub(crate) fn new(capacity: u64, ttl: Option<Duration>, grace: Option<Duration>, clock: Clock) -> Self {
         let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
         L1 {
             entries: Cache::with_options(
@@ -171,6 +240,7 @@ impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'sta
             clock,
             ids: Mutex::new(HashMap::new()),
             prune_at: capacity.saturating_mul(2).saturating_add(64),
+            grace: grace.unwrap_or_default(),
         }
     }
 
@@ -183,12 +253,92 @@ impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'sta
     {
         self.entries.get(&Probe {
             key,
-            live: Some(Liveness {
-                epoch,
-                max_age,
-                clock: &self.clock,
-            }),
+            admits: self.liveness(epoch, max_age),
         })
+    }
+
+    /// [`L1::get`] for a function with `eager_refresh`: whether the entry is past `fraction`
+    /// of its lifetime as well.
+    pub(crate) fn get_aged<Q>(
+        &self,
+        key: &Q,
+        epoch: u64,
+        max_age: Option<Duration>,
+        fraction: f64,
+    ) -> Option<Aged<V>>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        let live = self.liveness(epoch, max_age);
+        if let Some(value) = self.entries.get(&Probe {
+            key,
+            admits: Unaged { live, fraction },
+        }) {
+            return Some(Aged::Fresh(value));
+        }
+        self.entries.get(&Probe { key, admits: live }).map(Aged::Due)
+    }
+
+    /// The value of `key` stored in `epoch` if it is still within its fail-safe window, live
+    /// or expired.
+    pub(crate) fn stale<Q>(&self, key: &Q, epoch: u64, max_age: Option<Duration>) -> Option<Stale<V>>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        let probe = Probe {
+            key,
+            admits: Recoverable {
+                live: self.liveness(epoch, max_age),
+                stale_until: Cell::new(0),
+            },
+        };
+        let value = self.entries.get(&probe)?;
+        Some(Stale {
+            value,
+            until: probe.admits.stale_until.get(),
+        })
+    }
+
+    /// A value read from L2 whose row expires in `remaining`, as a stale value.
+    pub(crate) fn stale_from_l2(&self, value: V, remaining: Duration) -> Stale<V> {
+        Stale {
+            value,
+            until: self.clock.ticks().saturating_add(nanos(remaining)),
+        }
+    }
+
+    /// Stores a stale value to answer for `throttle` (no longer than its window), so a failing
+    /// body is not called again meanwhile.
+    pub(crate) fn insert_stale(
+        &self,
+        key: K,
+        id: Option<&EntryId>,
+        stale: &Stale<V>,
+        epoch: u64,
+        throttle: Duration,
+    ) {
+        let stored_at = self.clock.ticks();
+        let expires_at = stored_at.saturating_add(nanos(throttle)).min(stale.until);
+        self.put(
+            key,
+            id,
+            stale.value.clone(),
+            EntryKey {
+                key: (),
+                epoch,
+                stored_at,
+                expires_at,
+                stale_until: stale.until,
+            },
+        );
+    }
+
+    fn liveness(&self, epoch: u64, max_age: Option<Duration>) -> Liveness<'_> {
+        Liveness {
+            epoch,
+            max_age,
+            clock: &self.clock,
+        }
     }
 
     /// Stores `value`, to expire after the L1 TTL or `remaining` (the L2 row's lifetime left),
@@ -207,17 +357,49 @@ impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'sta
             (ttl, remaining) => ttl.or(remaining),
         };
         let expires_at = lifetime.map_or(NEVER, |lifetime| stored_at.saturating_add(nanos(lifetime)));
+        let stale_until = match expires_at {
+            NEVER => NEVER,
+            expires_at => expires_at.saturating_add(nanos(self.grace)),
+        };
+        self.put(
+            key,
+            id,
+            value,
+            EntryKey {
+                key: (),
+                epoch,
+                stored_at,
+                expires_at,
+                stale_until,
+            },
+        );
+    }
+
+    /// Stores `value` under `key` with the deadlines of `entry`.
+    fn put(&self, key: K, id: Option<&EntryId>, value: V, entry: EntryKey<()>) {
+        let EntryKey {
+            epoch,
+            stored_at,
+            expires_at,
+            stale_until,
+            ..
+        } = entry;
+        let stored = |key| EntryKey {
+            key,
+            epoch,
+            stored_at,
+            expires_at,
+            stale_until,
+        };
         let Some(id) = id else {
-            self.entries
-                .insert(EntryKey::new(key, epoch, stored_at, expires_at), value);
+            self.entries.insert(stored(key), value);
             return;
         };
         // Index and entry change together under the index lock, so a prune never sees one
         // without the other.
         let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
         ids.insert(*id, key.clone());
-        self.entries
-            .insert(EntryKey::new(key, epoch, stored_at, expires_at), value);
+        self.entries.insert(stored(key), value);
         if ids.len() > self.prune_at {
             ids.retain(|_, key| self.entries.contains_key(&any(key)));
         }
@@ -260,7 +442,7 @@ mod tests {
     #[test]
     fn a_working_set_of_the_capacity_is_kept_whole() {
         for capacity in [1u64, 10, 63, 64, 100, 1_000, 10_000] {
-            let l1 = L1::new(capacity, None, Clock::System);
+            let l1 = L1::new(capacity, None, None, Clock::System);
             for n in 0..capacity {
                 l1.insert(n, None, n, 0, None);
             }
@@ -271,7 +453,7 @@ mod tests {
 
     #[test]
     fn stores_and_removes() {
-        let l1 = L1::new(10, None, Clock::System);
+        let l1 = L1::new(10, None, None, Clock::System);
         l1.insert(k(1), None, "a", 0, None);
         assert_eq!(l1.get(&k(1), 0, None), Some("a"));
         assert_eq!(l1.get(&k(2), 0, None), None);
@@ -281,21 +463,21 @@ mod tests {
 
     #[test]
     fn an_entry_of_an_older_epoch_is_dead() {
-        let l1 = L1::new(10, None, Clock::System);
+        let l1 = L1::new(10, None, None, Clock::System);
         l1.insert(k(1), None, "a", 3, None);
         assert_eq!(l1.get(&k(1), 4, None), None);
     }
 
     #[test]
     fn an_entry_dies_with_its_l2_row_or_its_ttl() {
-        let l1 = L1::new(10, Some(Duration::from_secs(60)), Clock::System);
+        let l1 = L1::new(10, Some(Duration::from_secs(60)), None, Clock::System);
         l1.insert(k(1), None, "short", 0, Some(Duration::ZERO));
         l1.insert(k(2), None, "long", 0, Some(Duration::from_secs(3600)));
         assert_eq!(l1.get(&k(1), 0, None), None);
         assert_eq!(l1.get(&k(2), 0, None), Some("long"));
 
         let (clock, mock) = MockClock::new();
-        let l1 = L1::new(10, Some(Duration::from_millis(10)), mock);
+        let l1 = L1::new(10, Some(Duration::from_millis(10)), None, mock);
         l1.insert(k(1), None, "a", 0, None);
         clock.advance(Duration::from_millis(9));
         assert_eq!(l1.get(&k(1), 0, None), Some("a"));
@@ -305,7 +487,7 @@ mod tests {
 
     #[test]
     fn entries_stored_with_an_id_can_be_removed_by_it_and_the_index_is_pruned() {
-        let l1 = L1::new(2, None, Clock::System);
+        let l1 = L1::new(2, None, None, Clock::System);
         l1.insert(k(1), Some(&[1; 32]), "a", 0, None);
         l1.insert(k(2), Some(&[2; 32]), "b", 0, None);
         l1.remove_by_id(&[1; 32]);
@@ -328,7 +510,7 @@ mod tests {
     #[test]
     fn with_a_max_age_older_entries_are_not_served() {
         let (clock, mock) = MockClock::new();
-        let l1 = L1::new(10, None, mock);
+        let l1 = L1::new(10, None, None, mock);
         l1.insert(k(1), None, "a", 0, None);
         clock.advance(Duration::from_millis(5));
         assert_eq!(l1.get(&k(1), 0, Some(Duration::from_millis(5))), Some("a"));

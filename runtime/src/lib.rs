@@ -46,7 +46,7 @@ mod stats;
 mod sweeper;
 
 pub use deadpool_postgres;
-pub use error::BackendError;
+pub use error::{BackendError, TimedOut};
 #[cfg(feature = "metrics")]
 pub use export::export_metrics;
 pub use outcome::{with_outcome, Outcome};
@@ -59,17 +59,17 @@ pub use sweeper::l2_evictions;
 /// What `#[tiered_cached]` expands to. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::cache::FnCache;
+    pub use crate::cache::{FnCache, Hit};
     pub use crate::call_key::{
         key_arguments, AnyKey, CallKey, KeyArgs, KeyPart, Parts, Resolved, ViaBytes, ViaTyped, MAX_PARTS,
         SCALAR_PARTS,
     };
     pub use crate::codec::{serde_codec, Codec};
-    pub use crate::error::BackendError;
+    pub use crate::error::{time_out, BackendError};
     pub use crate::key::{key, Key};
     pub use crate::output::Output;
     pub use crate::policy::{escalate, OnFailure};
     pub use crate::site::Site;
-    pub use crate::spec::{CacheName, Spec, WriteMode};
+    pub use crate::spec::{CacheName, FailSafe, HardTimeout, Spec, WriteMode};
     pub use core::time::Duration;
 }

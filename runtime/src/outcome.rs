@@ -9,8 +9,8 @@ use std::task::{Context, Poll};
 ///
 /// The first four match the counts `l1_hits`, `l2_hits`, `coalesced` and `misses` of
 /// [`FunctionStats`](crate::FunctionStats) (a body that ran before a failed L2 write counts in
-/// `misses` too, though its call is a `BackendError`). More outcomes may come (a stale value served
-/// while L2 is down, once that exists), hence `#[non_exhaustive]`.
+/// `misses` too, though its call is a `BackendError`), `Stale` matches `stale_served`. More
+/// outcomes may come, hence `#[non_exhaustive]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -30,11 +30,14 @@ pub enum Outcome {
     /// error type (`on_failure = "error"` only): the L2 read failed before the body ran, or
     /// the L2 write after it did.
     BackendError,
+    /// No fresh value could be had (the body failed, panicked or passed a timeout) and an
+    /// expired one answered instead, within the function's `fail_safe`.
+    Stale,
 }
 
 impl Outcome {
     /// The outcome in `snake_case` (`"l1_hit"`, `"l2_hit"`, `"coalesced"`, `"computed"`,
-    /// `"backend_error"`), as it serializes: for a log field or a response header.
+    /// `"backend_error"`, `"stale"`), as it serializes: for a log field or a response header.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::L1Hit => "l1_hit",
@@ -42,6 +45,7 @@ impl Outcome {
             Outcome::Coalesced => "coalesced",
             Outcome::Computed => "computed",
             Outcome::BackendError => "backend_error",
+            Outcome::Stale => "stale",
         }
     }
 }

@@ -144,7 +144,8 @@ type Escalated<R> = (fn(BackendError) -> R, BackendError);
 /// `NotConfigured` is logged once per process: it is a set-up choice, not an incident.
 static WARNED_NOT_CONFIGURED: AtomicBool = AtomicBool::new(false);
 
-/// The log of one cache's absorbed backend errors: at most one line per [`ErrorLog::PERIOD`],
+/// The log of one cache's absorbed backend errors (or, with [`ErrorLog::due`] alone, of its
+/// body's failures): at most one line per [`ErrorLog::PERIOD`],
 /// with a count of the ones not logged. An open breaker is not logged per call at all: the
 /// breaker logs when it opens and closes.
 pub(crate) struct ErrorLog {
@@ -180,23 +181,7 @@ impl ErrorLog {
                 }
             }
             err => {
-                let now = self.clock.ticks();
-                let quiet_until = self.quiet_until.load(Relaxed);
-                let due = now >= quiet_until
-                    && self
-                        .quiet_until
-                        .compare_exchange(
-                            quiet_until,
-                            now.saturating_add(nanos(Self::PERIOD)),
-                            Relaxed,
-                            Relaxed,
-                        )
-                        .is_ok();
-                if !due {
-                    self.unlogged.fetch_add(1, Relaxed);
-                    return;
-                }
-                let unlogged = self.unlogged.swap(0, Relaxed);
+                let Some(unlogged) = self.due() else { return };
                 tracing::warn!(
                     cache = self.cache,
                     operation,
@@ -206,6 +191,28 @@ impl ErrorLog {
                 );
             }
         }
+    }
+
+    /// Whether to log now, and how many were not logged since the last time: one line per
+    /// period at most.
+    pub(crate) fn due(&self) -> Option<u64> {
+        let now = self.clock.ticks();
+        let quiet_until = self.quiet_until.load(Relaxed);
+        let due = now >= quiet_until
+            && self
+                .quiet_until
+                .compare_exchange(
+                    quiet_until,
+                    now.saturating_add(nanos(Self::PERIOD)),
+                    Relaxed,
+                    Relaxed,
+                )
+                .is_ok();
+        if !due {
+            self.unlogged.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(self.unlogged.swap(0, Relaxed))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Single-flight: concurrent callers of one key share one L2 read and one body execution.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -83,6 +83,35 @@ impl<V: Clone> Flights<V> {
         self.map()
             .get(key)
             .map_or(0, |flight| Arc::strong_count(flight) - 1)
+    }
+}
+
+/// The keys whose value is being refreshed in the background (`eager_refresh`): one refresh
+/// per key at a time, claimed before its task is spawned.
+#[derive(Default)]
+pub(crate) struct Renewals(Mutex<HashSet<KeyBytes>>);
+
+/// A claimed refresh; dropping it lets the key be refreshed again.
+pub(crate) struct Renewal<'a> {
+    renewals: &'a Renewals,
+    key: KeyBytes,
+}
+
+impl Renewals {
+    /// Claims `key`, unless a refresh of it is running.
+    pub(crate) fn claim(&self, key: &KeyBytes) -> Option<Renewal<'_>> {
+        let mut keys = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        keys.insert(key.clone()).then(|| Renewal {
+            renewals: self,
+            key: key.clone(),
+        })
+    }
+}
+
+impl Drop for Renewal<'_> {
+    fn drop(&mut self) {
+        let mut keys = self.renewals.0.lock().unwrap_or_else(PoisonError::into_inner);
+        keys.remove(&self.key);
     }
 }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::codec::Codec;
+use crate::error::TimedOut;
 use crate::policy::OnFailure;
 
 /// When the L2 write after a miss happens.
@@ -66,6 +67,51 @@ pub struct Spec<V: 'static, R: 'static> {
     pub write: WriteMode,
     /// `None` for `backend = "none"`.
     pub codec: Option<Codec<V>>,
+    /// `fail_safe` and `fail_safe_throttle`; `None`: an expired value never answers.
+    pub fail_safe: Option<FailSafe>,
+    /// `timeout` (soft): with a stale value, how long a caller waits for the body.
+    pub timeout: Option<Duration>,
+    /// `hard_timeout`: the longest a caller waits for the body.
+    pub hard_timeout: Option<HardTimeout<R>>,
+    /// `eager_refresh`: the fraction of an entry's lifetime after which a hit refreshes it in
+    /// the background.
+    pub eager_refresh: Option<f64>,
+    /// `cache_none = false`: which values are returned but not stored (`Option::is_none`).
+    pub uncached: Option<fn(&V) -> bool>,
+}
+
+/// How long expired values may still answer when no fresh one can be had.
+#[derive(Debug, Clone, Copy)]
+pub struct FailSafe {
+    /// `fail_safe`: how long past its expiry a value is kept and may answer.
+    pub window: Duration,
+    /// `fail_safe_throttle`: once a stale value answered for a failing body, how long it keeps
+    /// answering before the body is tried again.
+    pub throttle: Duration,
+}
+
+/// `hard_timeout`: the bound, and what a caller gets when it passes without a stale value.
+pub struct HardTimeout<R> {
+    /// How long a caller waits for the body at most.
+    pub after: Duration,
+    /// `Err(E::from(TimedOut))` ([`time_out`](crate::error::time_out)).
+    pub timed_out: fn(TimedOut) -> R,
+}
+
+impl<R> Clone for HardTimeout<R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for HardTimeout<R> {}
+
+impl<R> std::fmt::Debug for HardTimeout<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HardTimeout")
+            .field("after", &self.after)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<V> std::fmt::Debug for Codec<V> {

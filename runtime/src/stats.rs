@@ -26,6 +26,11 @@ pub struct FunctionStats {
     pub short_circuited: u64,
     /// Invalidations applied to this process's L1 (single keys and whole functions).
     pub invalidations: u64,
+    /// Calls answered with an expired value because no fresh one could be had (`fail_safe`:
+    /// the body failed, panicked or passed a timeout).
+    pub stale_served: u64,
+    /// Background refreshes started by hits past `eager_refresh`.
+    pub eager_refreshes: u64,
 }
 
 /// The live counters of one function.
@@ -39,6 +44,8 @@ pub(crate) struct FnStats {
     retries: AtomicU64,
     short_circuited: AtomicU64,
     invalidations: AtomicU64,
+    stale_served: AtomicU64,
+    eager_refreshes: AtomicU64,
 }
 
 impl FnStats {
@@ -67,6 +74,12 @@ impl FnStats {
     pub(crate) fn invalidation(&self) {
         self.invalidations.fetch_add(1, Relaxed);
     }
+    pub(crate) fn stale_served(&self) {
+        self.stale_served.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn eager_refresh(&self) {
+        self.eager_refreshes.fetch_add(1, Relaxed);
+    }
 
     pub(crate) fn snapshot(&self) -> FunctionStats {
         FunctionStats {
@@ -78,6 +91,8 @@ impl FnStats {
             retries: self.retries.load(Relaxed),
             short_circuited: self.short_circuited.load(Relaxed),
             invalidations: self.invalidations.load(Relaxed),
+            stale_served: self.stale_served.load(Relaxed),
+            eager_refreshes: self.eager_refreshes.load(Relaxed),
         }
     }
 }
@@ -112,5 +127,7 @@ impl std::ops::AddAssign for FunctionStats {
         self.retries += other.retries;
         self.short_circuited += other.short_circuited;
         self.invalidations += other.invalidations;
+        self.stale_served += other.stale_served;
+        self.eager_refreshes += other.eager_refreshes;
     }
 }

@@ -69,6 +69,13 @@ impl World {
 enum AppError {
     Origin(&'static str),
     Backend(BackendError),
+    TimedOut(TimedOut),
+}
+
+impl From<TimedOut> for AppError {
+    fn from(err: TimedOut) -> Self {
+        AppError::TimedOut(err)
+    }
 }
 
 impl From<BackendError> for AppError {
@@ -89,6 +96,11 @@ fn spec<R>(on_failure: OnFailure<R>) -> Spec<u64, R> {
         l1_capacity: 100,
         write: WriteMode::Through,
         codec: serde_codec::<u64>(),
+        fail_safe: None,
+        timeout: None,
+        hard_timeout: None,
+        eager_refresh: None,
+        uncached: None,
     }
 }
 
@@ -830,3 +842,4 @@ async fn a_bodys_err_is_computed_and_a_backend_error_handed_to_the_caller_is_a_b
 
 #[cfg(feature = "metrics")]
 mod metrics;
+mod resilience;
