@@ -441,3 +441,28 @@ async fn with_cache_none_false_none_is_returned_but_not_stored() {
     assert_eq!(f.hit(&Parts((1u64,))), None);
     assert_eq!(world.store.row(&id(1)).and_then(|row| row.value), None);
 }
+
+#[tokio::test]
+async fn with_fail_safe_l1_entries_answer_while_the_listener_is_down_up_to_the_window() {
+    let world = World::new();
+    let f = cache(
+        world.process(),
+        Spec {
+            l1_ttl: None,
+            l2_ttl: None,
+            ..fail_safe(L1_ONLY)
+        },
+    );
+    assert_eq!(call(f, 1, async { 1 }).await, 1);
+    f.process.listener.disconnected();
+    world.mock.advance(WINDOW);
+    assert_eq!(
+        call(f, 1, async { 2 }).await,
+        1,
+        "an L1 hit past the staleness bound"
+    );
+    assert_eq!(stats(f).l2_hits, 0);
+    world.mock.advance(Duration::from_nanos(1));
+    assert_eq!(call(f, 1, async { 2 }).await, 1, "past the window: from L2");
+    assert_eq!(stats(f).l2_hits, 1);
+}
