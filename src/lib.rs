@@ -4,8 +4,8 @@
 
 pub use tiered_macros::tiered_cached;
 pub use tiered_runtime::{
-    clear_l1, deadpool_postgres, l2_evictions, shutdown, stats, with_outcome, BackendError,
-    BackendFailureMode, FunctionStats, Outcome, Runtime, RuntimeBuilder, TimedOut,
+    clear_all, clear_l1, deadpool_postgres, invalidate_tag, l2_evictions, shutdown, stats, with_outcome,
+    BackendError, BackendFailureMode, FunctionStats, Outcome, Runtime, RuntimeBuilder, TimedOut,
 };
 
 /// Publishes tiered's counters and gauges to the [`metrics`](https://docs.rs/metrics)

@@ -123,6 +123,16 @@ pub(crate) fn expand(cached: &Cached) -> TokenStream {
         true => quote!(::core::result::Result::Ok(__tiered_value)),
         false => quote!(__tiered_value),
     };
+    // The key past L1, with the entry's tags (evaluated on a miss only) if it has any.
+    let resolve = |key: &TokenStream| match &cached.tags {
+        None => quote_spanned!(at_value=> #cache.resolve(#key)),
+        Some(expr) => {
+            let shadows = shadows(cached);
+            let tags = quote_spanned!(at(expr.span())=> ::tiered::__private::tags(#expr));
+            quote_spanned!(at_value=> #cache.resolve_tagged(#key, { #(#shadows)* #tags }))
+        }
+    };
+    let resolved = resolve(&quote!(__tiered_key));
     // With a timeout the body runs in a task of its own, so a caller can stop waiting for it.
     let settings = &cached.settings;
     let miss = match settings.timeout.is_some() || settings.hard_timeout.is_some() {
@@ -134,7 +144,7 @@ pub(crate) fn expand(cached: &Cached) -> TokenStream {
             let __tiered_key = #key;
             match #cache.hit(&__tiered_key) {
                 ::core::option::Option::Some(__tiered_value) => #hit,
-                ::core::option::Option::None => #cache.#miss(#cache.resolve(__tiered_key), #body_call).await,
+                ::core::option::Option::None => #cache.#miss(#resolved, #body_call).await,
             }
         },
         Some(_) => quote_spanned! {at_value=>
@@ -142,14 +152,15 @@ pub(crate) fn expand(cached: &Cached) -> TokenStream {
             match #cache.hit_aged(&__tiered_key) {
                 ::tiered::__private::Hit::Fresh(__tiered_value) => #hit,
                 ::tiered::__private::Hit::Due(__tiered_value) => {
-                    #cache.renew(#cache.resolve(__tiered_key), #body_call);
+                    #cache.renew(#resolved, #body_call);
                     #hit
                 }
-                ::tiered::__private::Hit::Miss => #cache.#miss(#cache.resolve(__tiered_key), #body_call).await,
+                ::tiered::__private::Hit::Miss => #cache.#miss(#resolved, #body_call).await,
             }
         },
     };
-    let refreshed = quote_spanned!(at_value=> #cache.refresh(#cache.resolve(#key), #body_call).await);
+    let refreshed_key = resolve(&key);
+    let refreshed = quote_spanned!(at_value=> #cache.refresh(#refreshed_key, #body_call).await);
     let invalidated = quote_spanned!(at_value=> #cache.invalidate(#cache.resolve(#key)).await);
     let invalidated_all = quote_spanned!(at_value=> #cache.invalidate_all().await);
 
@@ -242,17 +253,8 @@ fn key_form(cached: &Cached) -> KeyForm {
             stored: quote!((#(#stored,)*)),
         };
     }
-    // Every argument becomes a reference (one already a reference stays as it is), so the
-    // key never moves an argument and `KeyArgs` sees the referenced types.
     let idents: Vec<Ident> = cached.args.iter().map(|arg| generated(&arg.ident)).collect();
-    let shadows = cached
-        .args
-        .iter()
-        .zip(&idents)
-        .map(|(arg, ident)| match peel(&arg.ty) {
-            Type::Reference(_) => quote!(#[allow(unused_variables)] let #ident = &*#ident;),
-            _ => quote!(#[allow(unused_variables)] let #ident = &#ident;),
-        });
+    let shadows = shadows(cached);
     // `KeyArgs` picks the typed form by trait bounds, which cannot see lifetimes: a type that
     // borrows would be held to `'static` instead of falling back, so it is encoded outright.
     let typed = match cached.key {
@@ -287,6 +289,22 @@ fn key_form(cached: &Cached) -> KeyForm {
         expr,
         stored: quote!(::tiered::__private::AnyKey),
     }
+}
+
+/// Every argument as a reference (one already a reference stays as it is), so an expression
+/// over them (`key`, `tags`) never moves one, and `KeyArgs` sees the referenced types.
+fn shadows(cached: &Cached) -> Vec<TokenStream> {
+    cached
+        .args
+        .iter()
+        .map(|arg| {
+            let ident = generated(&arg.ident);
+            match peel(&arg.ty) {
+                Type::Reference(_) => quote!(#[allow(unused_variables)] let #ident = &*#ident;),
+                _ => quote!(#[allow(unused_variables)] let #ident = &#ident;),
+            }
+        })
+        .collect()
 }
 
 /// The type a reference argument refers to, or the type itself.

@@ -21,6 +21,8 @@ pub(crate) struct Cached {
     pub settings: Settings,
     /// What the key is made of.
     pub key: Key,
+    /// `tags = "…"`: the expression giving an entry's tags, spanned at the literal.
+    pub tags: Option<Expr>,
     /// The return type and what of it is cached.
     pub output: Output,
     /// `Some` for a method: the helpers become associated fns of its `impl`.
@@ -244,6 +246,15 @@ pub(crate) fn validate(args: TokenStream, item: TokenStream) -> darling::Result<
         None => Some(Key::Arguments(sig.paren_token.span.join())),
         Some(lit) => errors.handle(custom_key(lit)),
     };
+    let tags = args.tags.as_ref().and_then(|lit| {
+        errors.handle(lit.parse::<Expr>().map_err(|err| {
+            Error::custom(format!(
+                "`tags` must be a Rust expression over the arguments giving anything iterable of strings, \
+                 e.g. tags = \"[format!(\\\"user:{{id}}\\\")]\": {err}"
+            ))
+            .with_span(lit)
+        }))
+    });
 
     errors.finish()?;
     let (Some(settings), Some(output), Some(key)) = (settings, output, key) else {
@@ -253,6 +264,7 @@ pub(crate) fn validate(args: TokenStream, item: TokenStream) -> darling::Result<
         item,
         settings,
         key,
+        tags,
         output,
         receiver,
         args: arguments,

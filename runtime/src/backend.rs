@@ -7,7 +7,9 @@
 //! - every entry has a `generation`; invalidating a key bumps it and leaves a tombstone, and a
 //!   write succeeds only if the generation is still the one its computation read;
 //! - every function has an `epoch`; `invalidate_all` bumps it (O(1)), entries of older epochs
-//!   are never read, and a write succeeds only in the epoch it read.
+//!   are never read, and a write succeeds only in the epoch it read. An entry's epoch is the
+//!   sum of its function's, the namespace's (`clear_all`) and its tags' (`invalidate_tag`), so
+//!   each of those is O(1) too.
 //!
 //! The operations that change what other processes may hold (overwrite, invalidate,
 //! invalidate-all) send a notice to other processes if and only if the change is made.
@@ -19,6 +21,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::error::BackendError;
+use crate::tags::{TagHash, Tags, NAMESPACE_EPOCH};
 
 /// The id of one entry: SHA-256 over namespace, function, version and key, each
 /// length-prefixed, so no two entries share an id whatever their size.
@@ -52,6 +55,19 @@ pub(crate) struct Entry<'a> {
     pub(crate) id: EntryId,
     /// The key's epoch stripe, for the notice to other processes.
     pub(crate) stripe: usize,
+    pub(crate) tags: &'a Tags,
+}
+
+impl Entry<'_> {
+    /// The rows of the epochs table whose sum is the entry's epoch: its function's, the
+    /// namespace's (`clear_all`) and its tags'. Any of them moving makes the entry unreadable
+    /// and refuses writes computed before.
+    pub(crate) fn epoch_names(&self) -> Vec<String> {
+        [self.function.to_owned(), NAMESPACE_EPOCH.to_owned()]
+            .into_iter()
+            .chain(self.tags.epoch_names())
+            .collect()
+    }
 }
 
 /// What a computation saw in L2 before computing; its write is conditional on it.
@@ -75,10 +91,10 @@ pub(crate) struct Row {
 
 /// A shared L2 store.
 pub(crate) trait L2: Send + Sync {
-    /// Reads an entry. With `known_epoch` (the function's invalidate-all epoch as this process
-    /// knows it) the entry is checked against it; without, the current epoch is read too and
-    /// returned in [`Observed::epoch`].
-    fn read<'a>(&'a self, function: &'a str, id: &'a EntryId, known_epoch: Option<i64>) -> Op<'a, Row>;
+    /// Reads an entry. With `known_epoch` (the entry's epoch as this process knows it) the
+    /// entry is checked against it; without, the current epoch is read too and returned in
+    /// [`Observed::epoch`].
+    fn read<'a>(&'a self, entry: &'a Entry<'a>, known_epoch: Option<i64>) -> Op<'a, Row>;
 
     /// Stores a computed value unless the entry was invalidated since `observed`. Returns
     /// whether it was stored.
@@ -100,6 +116,14 @@ pub(crate) trait L2: Send + Sync {
     /// Starts a new epoch for the function, so every entry it had is unreadable at once, and
     /// tells other processes.
     fn invalidate_all<'a>(&'a self, function: &'a str) -> Op<'a, ()>;
+
+    /// Starts a new epoch for the tag, so every entry carrying it, of any function, is
+    /// unreadable at once, and tells other processes.
+    fn invalidate_tag<'a>(&'a self, tag: &'a TagHash) -> Op<'a, ()>;
+
+    /// Starts a new epoch for the namespace, so every entry of every function is unreadable at
+    /// once, and tells other processes.
+    fn clear_all(&self) -> Op<'_, ()>;
 
     /// Lets go of the store's connections (at shutdown).
     fn close(&self);

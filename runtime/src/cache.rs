@@ -25,6 +25,7 @@ use crate::registry::RegisteredCache;
 use crate::single_flight::{Flights, Renewals, Role};
 use crate::spec::{FailSafe, HardTimeout, Spec, WriteMode};
 use crate::stats::{FnStats, FunctionStats};
+use crate::tags::{TagHash, TagIndex, Tags};
 
 /// The miss path of a call, boxed: the caller's future holds a pointer, not the miss path's
 /// state (kilobytes of L2 I/O and single-flight state) that a hit never needs.
@@ -48,6 +49,9 @@ pub struct FnCache<V: 'static, K: 'static, R: 'static> {
     l1: L1<V, K>,
     flights: Flights<V>,
     renewals: Renewals,
+    tag_index: TagIndex<K>,
+    /// How many keys one tag's index holds before it is pruned against L1.
+    prune_at: usize,
     epochs: Epochs,
     stats: FnStats,
     errors: ErrorLog,
@@ -96,7 +100,7 @@ impl<V> Destination<V> {
     fn id(&self) -> Option<&EntryId> {
         match self {
             Destination::L1(id) => id.as_ref(),
-            Destination::Both(write_back) => Some(&write_back.entry.id),
+            Destination::Both(write_back) => Some(&write_back.id),
         }
     }
 }
@@ -132,7 +136,8 @@ pub enum Hit<V> {
 /// An L2 write conditional on an earlier read.
 struct WriteBack<V> {
     linked: Linked<V>,
-    entry: Entry<'static>,
+    id: EntryId,
+    stripe: usize,
     observed: Observed,
     read_at: Instant,
     /// The listener's losses before the read (see `ListenerState::losses`).
@@ -174,6 +179,11 @@ where
             ),
             flights: Flights::new(),
             renewals: Renewals::default(),
+            tag_index: TagIndex::new(),
+            prune_at: usize::try_from(spec.l1_capacity)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(2)
+                .saturating_add(64),
             epochs: Epochs::new(),
             stats: FnStats::default(),
             errors: ErrorLog::new(name, process.clock.clone()),
@@ -220,6 +230,14 @@ where
     /// The call's key past L1, as the miss path, `refresh_<fn>` and `invalidate_<fn>` take it.
     pub fn resolve<Q: CallKey<K>>(&self, key: Q) -> Resolved<K> {
         key.resolve()
+    }
+
+    /// [`FnCache::resolve`] for a function with `tags`: the key with the entry's tags, and
+    /// how often they were invalidated so far, so an entry invalidated by tag while it is
+    /// computed is not stored.
+    pub fn resolve_tagged<Q: CallKey<K>>(&self, key: Q, tags: Tags) -> Resolved<K> {
+        let tag_epoch = self.process.registry.tags.sum(&tags);
+        key.resolve().tagged(tags, tag_epoch)
     }
 
     /// The miss path of a call (after [`FnCache::hit`]): L2, else the body, once per key
@@ -392,6 +410,7 @@ where
         self.epochs.invalidate_all();
         self.flights.forget_all();
         self.l1.clear();
+        self.tag_index.clear();
     }
 
     /// The flight leader's work after an L1 miss, before the body: L1 again, then L2. `Err`
@@ -624,7 +643,7 @@ where
         outcome: &mut Outcome,
     ) -> Option<V> {
         let throttle = self.fail_safe?.throttle;
-        let current = self.epochs.store_if_current(snapshot, || {
+        let current = self.admit(key, snapshot, || {
             self.l1
                 .insert_stale(key.stored.clone(), id, &stale, snapshot.all, throttle);
         });
@@ -685,16 +704,18 @@ where
         };
         let entry = self.entry(&linked.installed, key, stripe);
         // The plain read needs the epoch and the notices that change it: without the listener,
-        // another process's invalidate-all would go unseen.
+        // another process's invalidate-all would go unseen. A tagged entry's epoch includes its
+        // tags', which only its own read learns.
+        let tagged = !key.tags.is_empty();
         let known_epoch = self
             .epochs
             .l2_epoch()
-            .filter(|_| self.process.listener.listening());
+            .filter(|_| self.process.listener.listening() && !tagged);
         let read_at = self.process.clock.now();
         let losses = self.process.listener.losses();
         let read = self
             .attempt(&linked.installed, || {
-                linked.installed.l2.read(self.name, &entry.id, known_epoch)
+                linked.installed.l2.read(&entry, known_epoch)
             })
             .await;
         let row = match read {
@@ -704,7 +725,7 @@ where
                 return Ok(Found::Nothing(Destination::L1(Some(entry.id)), None));
             }
         };
-        if known_epoch.is_none() {
+        if known_epoch.is_none() && !tagged {
             self.epochs.learn_l2_epoch(snapshot.all, row.observed.epoch);
         }
         let mut stale = None;
@@ -739,7 +760,8 @@ where
         }
         let write_back = WriteBack {
             linked,
-            entry,
+            id: entry.id,
+            stripe,
             observed: row.observed,
             read_at,
             losses,
@@ -765,7 +787,8 @@ where
         };
         let WriteBack {
             linked,
-            entry,
+            id,
+            stripe,
             observed,
             read_at,
             losses,
@@ -774,7 +797,7 @@ where
             Ok(bytes) => bytes,
             Err(reason) => {
                 tracing::warn!(cache = self.name, %reason, "tiered: value cannot be encoded; kept in L1 only");
-                self.store_l1(key, Some(&entry.id), value, snapshot, None);
+                self.store_l1(key, Some(&id), value, snapshot, None);
                 return Ok(());
             }
         };
@@ -787,9 +810,10 @@ where
         // may have gone unheard, and after a server crash an UNLOGGED table has lost the
         // tombstones that would refuse this write: L1 alone.
         if self.process.listener.losses() != losses || self.epochs.all() != snapshot.all {
-            self.store_l1(key, Some(&entry.id), value, snapshot, None);
+            self.store_l1(key, Some(&id), value, snapshot, None);
             return Ok(());
         }
+        let entry = self.entry_at(key, id, stripe);
         match self.write {
             WriteMode::Through => {
                 let written = self
@@ -801,19 +825,20 @@ where
                     })
                     .await;
                 match written {
-                    Ok(true) => self.store_l1(key, Some(&entry.id), value, snapshot, None),
+                    Ok(true) => self.store_l1(key, Some(&id), value, snapshot, None),
                     Ok(false) => self.superseded(),
                     Err(err) => {
                         self.settle("write", Err(err))?;
-                        self.store_l1(key, Some(&entry.id), value, snapshot, None);
+                        self.store_l1(key, Some(&id), value, snapshot, None);
                     }
                 }
             }
             WriteMode::Behind => {
-                self.store_l1(key, Some(&entry.id), value, snapshot, None);
-                let stored = key.stored.clone();
+                self.store_l1(key, Some(&id), value, snapshot, None);
+                let key = key.clone();
                 let tasks = linked.installed.tasks.clone();
                 tasks.spawn(async move {
+                    let entry = self.entry_at(&key, id, stripe);
                     let written = self
                         .attempt(&linked.installed, || {
                             linked
@@ -827,7 +852,7 @@ where
                         Ok(false) => {
                             // Invalidated while computing: drop what we put in L1 (at worst a
                             // newer entry, which costs a miss, never a stale read).
-                            self.l1.remove(&stored);
+                            self.l1.remove(&key.stored);
                             self.superseded();
                         }
                         // No caller waits for it, whatever the mode.
@@ -932,12 +957,21 @@ where
         }
     }
 
-    fn entry(&self, installed: &Installed, key: &Encoded<K>, stripe: usize) -> Entry<'static> {
+    fn entry<'k>(&self, installed: &Installed, key: &'k Encoded<K>, stripe: usize) -> Entry<'k> {
+        self.entry_at(
+            key,
+            installed.entry_id(self.name, self.version, &key.bytes),
+            stripe,
+        )
+    }
+
+    fn entry_at<'k>(&self, key: &'k Encoded<K>, id: EntryId, stripe: usize) -> Entry<'k> {
         Entry {
             function: self.name,
             version: self.version,
-            id: installed.entry_id(self.name, self.version, &key.bytes),
+            id,
             stripe,
+            tags: &key.tags,
         }
     }
 
@@ -997,13 +1031,35 @@ where
         snapshot: Snapshot,
         remaining: Option<Duration>,
     ) {
-        let stored = self.epochs.store_if_current(snapshot, || {
+        let stored = self.admit(key, snapshot, || {
             self.l1
                 .insert(key.stored.clone(), id, value.clone(), snapshot.all, remaining);
         });
         if !stored {
             self.superseded();
         }
+    }
+
+    /// Runs `insert` (an L1 store of `key`) unless an invalidation of the key, of the function
+    /// or of one of the key's tags happened since `snapshot` (and since the key was resolved,
+    /// for its tags). Returns whether it ran.
+    fn admit(&self, key: &Encoded<K>, snapshot: Snapshot, insert: impl FnOnce()) -> bool {
+        if key.tags.is_empty() {
+            return self.epochs.store_if_current(snapshot, insert);
+        }
+        // Under the lock tag invalidations evict with: a tag invalidated after this check
+        // finds the key in the index.
+        let tag_epochs = self.process.registry.tags.lock();
+        if tag_epochs.sum(&key.tags) != key.tag_epoch {
+            return false;
+        }
+        let stored = self.epochs.store_if_current(snapshot, insert);
+        if stored {
+            let limit = self.prune_at;
+            self.tag_index
+                .insert(&key.stored, &key.tags, limit, |key| self.l1.contains(key));
+        }
+        stored
     }
 
     fn superseded(&self) {
@@ -1045,8 +1101,21 @@ where
         match notice {
             Notice::Key { stripe, id } => self.epochs.invalidate(*stripe, || self.l1.remove_by_id(id)),
             Notice::All => self.drop_all_l1(),
+            // The registry fans these out to every cache.
+            Notice::Tag(_) | Notice::Clear => return,
         }
         self.stats.invalidation();
+    }
+
+    fn evict_tag(&self, tag: &TagHash) {
+        let keys = self.tag_index.take(tag);
+        if keys.is_empty() {
+            return;
+        }
+        for key in &keys {
+            self.l1.remove(key);
+        }
+        self.stats.tag_invalidation();
     }
 }
 

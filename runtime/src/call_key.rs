@@ -15,6 +15,7 @@ use quick_cache::Equivalent;
 use serde::Serialize;
 
 use crate::key::{Key, KeyBytes};
+use crate::tags::Tags;
 
 /// A call's key as the generated code passes it: looked up in L1 as it is, and resolved to
 /// its stored form and bytes only past L1.
@@ -46,6 +47,10 @@ impl<K> std::fmt::Debug for Resolved<K> {
 pub(crate) struct Encoded<K> {
     pub(crate) stored: K,
     pub(crate) bytes: KeyBytes,
+    /// The entry's tags (`tags = "…"`; none without).
+    pub(crate) tags: Tags,
+    /// The sum of the tags' epochs in this process when the key was resolved.
+    pub(crate) tag_epoch: u64,
 }
 
 impl<K> Resolved<K> {
@@ -53,8 +58,28 @@ impl<K> Resolved<K> {
         Resolved(
             crate::key::key(form)
                 .0
-                .map(|bytes| Box::new(Encoded { stored, bytes })),
+                .map(|bytes| Encoded::untagged(stored, bytes)),
         )
+    }
+
+    /// The key with its entry's tags and their epoch sum then.
+    pub(crate) fn tagged(mut self, tags: Tags, tag_epoch: u64) -> Self {
+        if let Ok(encoded) = &mut self.0 {
+            encoded.tags = tags;
+            encoded.tag_epoch = tag_epoch;
+        }
+        self
+    }
+}
+
+impl<K> Encoded<K> {
+    fn untagged(stored: K, bytes: KeyBytes) -> Box<Self> {
+        Box::new(Encoded {
+            stored,
+            bytes,
+            tags: Tags::default(),
+            tag_epoch: 0,
+        })
     }
 }
 
@@ -457,7 +482,7 @@ impl CallKey<AnyKey> for Key {
     fn resolve(self) -> Resolved<AnyKey> {
         Resolved(self.0.map(|bytes| {
             let stored = AnyKey(Form::Bytes(ByteLookup::new(&bytes).to_stored()));
-            Box::new(Encoded { stored, bytes })
+            Encoded::untagged(stored, bytes)
         }))
     }
 }

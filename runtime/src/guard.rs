@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{Entry, EntryId, Observed, Op, Row, L2};
+use crate::backend::{Entry, Observed, Op, Row, L2};
 use crate::breaker::Breaker;
 use crate::error::BackendError;
+use crate::tags::TagHash;
 
 /// An L2 whose operations each take at most `timeout` and are skipped while the breaker is
 /// open. The call path reaches L2 only through it.
@@ -43,11 +44,10 @@ impl Guarded {
 
     pub(crate) async fn read(
         &self,
-        function: &str,
-        id: &EntryId,
+        entry: &Entry<'_>,
         known_epoch: Option<i64>,
     ) -> Result<Row, BackendError> {
-        self.run("read", self.inner.read(function, id, known_epoch)).await
+        self.run("read", self.inner.read(entry, known_epoch)).await
     }
 
     pub(crate) async fn write(
@@ -72,6 +72,14 @@ impl Guarded {
 
     pub(crate) async fn invalidate(&self, entry: &Entry<'_>) -> Result<(), BackendError> {
         self.run("invalidate", self.inner.invalidate(entry)).await
+    }
+
+    pub(crate) async fn invalidate_tag(&self, tag: &TagHash) -> Result<(), BackendError> {
+        self.run("invalidate_tag", self.inner.invalidate_tag(tag)).await
+    }
+
+    pub(crate) async fn clear_all(&self) -> Result<(), BackendError> {
+        self.run("clear_all", self.inner.clear_all()).await
     }
 
     pub(crate) async fn invalidate_all(&self, function: &str) -> Result<(), BackendError> {

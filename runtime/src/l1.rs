@@ -413,6 +413,11 @@ impl<V: Clone + Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'sta
         }
     }
 
+    /// Whether an entry of `key` is held, live or not.
+    pub(crate) fn contains(&self, key: &K) -> bool {
+        self.entries.contains_key(&any(key))
+    }
+
     pub(crate) fn remove(&self, key: &K) {
         self.entries.remove(&any(key));
     }

@@ -17,6 +17,7 @@ mod connect;
 mod error;
 #[cfg(feature = "metrics")]
 mod export;
+mod fanout;
 mod format;
 mod guard;
 mod invalidation;
@@ -44,11 +45,13 @@ mod site;
 mod spec;
 mod stats;
 mod sweeper;
+mod tags;
 
 pub use deadpool_postgres;
 pub use error::{BackendError, TimedOut};
 #[cfg(feature = "metrics")]
 pub use export::export_metrics;
+pub use fanout::{clear_all, invalidate_tag};
 pub use outcome::{with_outcome, Outcome};
 pub use policy::BackendFailureMode;
 pub use registry::{clear_l1, stats};
@@ -71,5 +74,6 @@ pub mod __private {
     pub use crate::policy::{escalate, OnFailure};
     pub use crate::site::Site;
     pub use crate::spec::{CacheName, FailSafe, HardTimeout, Spec, WriteMode};
+    pub use crate::tags::{tags, Tags};
     pub use core::time::Duration;
 }

@@ -12,6 +12,7 @@ use crate::clock::Clock;
 use crate::error::BackendError;
 use crate::notice::{Notice, Payload};
 use crate::registry::Registry;
+use crate::tags::{epoch_name, TagHash, NAMESPACE_EPOCH};
 
 /// The operations of [`L2`], to count them and aim faults at them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,6 +22,8 @@ pub(crate) enum Operation {
     Overwrite,
     Invalidate,
     InvalidateAll,
+    InvalidateTag,
+    ClearAll,
 }
 
 /// What an armed fault does to an operation.
@@ -160,6 +163,22 @@ impl MemoryL2 {
         Ok(apply(&mut self.store.table(), now))
     }
 
+    /// Bumps one row of the epochs table, then tells every other process.
+    async fn bump_epoch(
+        &self,
+        operation: Operation,
+        name: String,
+        function: &str,
+        notice: Notice,
+    ) -> Result<(), BackendError> {
+        self.run(operation, |table, _| {
+            *table.epochs.entry(name).or_default() += 1;
+        })
+        .await?;
+        self.notify(function, notice);
+        Ok(())
+    }
+
     /// Tells every other process, after the change (as a NOTIFY is sent on commit).
     fn notify(&self, function: &str, notice: Notice) {
         let payload = Payload {
@@ -175,8 +194,13 @@ impl MemoryL2 {
     }
 }
 
-fn epoch_of(table: &Table, function: &str) -> i64 {
-    table.epochs.get(function).copied().unwrap_or(0)
+/// The entry's epoch: the sum of its rows in the epochs table (see `Entry::epoch_names`).
+fn epoch_of(table: &Table, entry: &Entry<'_>) -> i64 {
+    entry
+        .epoch_names()
+        .iter()
+        .map(|name| table.epochs.get(name).copied().unwrap_or(0))
+        .sum()
 }
 
 fn expiry(now: Instant, ttl: Option<Duration>) -> Option<Instant> {
@@ -184,10 +208,10 @@ fn expiry(now: Instant, ttl: Option<Duration>) -> Option<Instant> {
 }
 
 impl L2 for MemoryL2 {
-    fn read<'a>(&'a self, function: &'a str, id: &'a EntryId, known_epoch: Option<i64>) -> Op<'a, Row> {
+    fn read<'a>(&'a self, entry: &'a Entry<'a>, known_epoch: Option<i64>) -> Op<'a, Row> {
         Box::pin(self.run(Operation::Read, move |table, now| {
-            let epoch = known_epoch.unwrap_or_else(|| epoch_of(table, function));
-            let row = table.rows.get(id);
+            let epoch = known_epoch.unwrap_or_else(|| epoch_of(table, entry));
+            let row = table.rows.get(&entry.id);
             let live = row.filter(|row| row.epoch == epoch && row.expires_at.is_none_or(|at| at > now));
             Row {
                 value: live.and_then(|row| row.value.clone()),
@@ -210,7 +234,7 @@ impl L2 for MemoryL2 {
         observed: Observed,
     ) -> Op<'a, bool> {
         Box::pin(self.run(Operation::Write, move |table, now| {
-            if epoch_of(table, entry.function) != observed.epoch {
+            if epoch_of(table, entry) != observed.epoch {
                 return false;
             }
             let row = table.rows.entry(entry.id).or_insert(StoredRow {
@@ -232,7 +256,7 @@ impl L2 for MemoryL2 {
     fn overwrite<'a>(&'a self, entry: &'a Entry<'a>, value: &'a [u8], ttl: Option<Duration>) -> Op<'a, ()> {
         Box::pin(async move {
             self.run(Operation::Overwrite, |table, now| {
-                let epoch = epoch_of(table, entry.function);
+                let epoch = epoch_of(table, entry);
                 let generation = table.rows.get(&entry.id).map_or(1, |row| row.generation + 1);
                 table.rows.insert(
                     entry.id,
@@ -270,14 +294,20 @@ impl L2 for MemoryL2 {
     }
 
     fn invalidate_all<'a>(&'a self, function: &'a str) -> Op<'a, ()> {
-        Box::pin(async move {
-            self.run(Operation::InvalidateAll, |table, _| {
-                *table.epochs.entry(function.to_owned()).or_default() += 1;
-            })
-            .await?;
-            self.notify(function, Notice::All);
-            Ok(())
-        })
+        Box::pin(self.bump_epoch(
+            Operation::InvalidateAll,
+            function.to_owned(),
+            function,
+            Notice::All,
+        ))
+    }
+
+    fn invalidate_tag<'a>(&'a self, tag: &'a TagHash) -> Op<'a, ()> {
+        Box::pin(self.bump_epoch(Operation::InvalidateTag, epoch_name(tag), "", Notice::Tag(*tag)))
+    }
+
+    fn clear_all(&self) -> Op<'_, ()> {
+        Box::pin(self.bump_epoch(Operation::ClearAll, NAMESPACE_EPOCH.to_owned(), "", Notice::Clear))
     }
 
     fn close(&self) {}

@@ -2,6 +2,7 @@
 //! (the payload of a PostgreSQL `NOTIFY`).
 
 use crate::backend::{Entry, EntryId};
+use crate::tags::TagHash;
 
 /// What an invalidation notice asks other processes to drop from their L1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,6 +11,10 @@ pub(crate) enum Notice {
     Key { stripe: usize, id: EntryId },
     /// Every entry of the function.
     All,
+    /// Every entry carrying the tag with this digest, of any function.
+    Tag(TagHash),
+    /// Every entry of every function (`clear_all`).
+    Clear,
 }
 
 impl Notice {
@@ -22,8 +27,8 @@ impl Notice {
     }
 }
 
-/// A notice as sent: `origin|k|stripe|id|function` or `origin|a||function`. It names the entry
-/// by its digest, never by its key or value.
+/// A notice as sent: `origin|k|stripe|id|function`, `origin|a||function`, `origin|t||digest|`
+/// or `origin|c|||`. It names an entry or a tag by its digest, never by its key, value or text.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Payload<'a> {
     /// The sending runtime, so it can skip its own notices.
@@ -36,14 +41,22 @@ impl<'a> Payload<'a> {
     pub(crate) fn encode(&self) -> String {
         use std::fmt::Write;
         let mut text = format!("{:x}|", self.origin);
+        let hex = |text: &mut String, bytes: &[u8; 32]| {
+            for byte in bytes {
+                let _ = write!(text, "{byte:02x}");
+            }
+        };
         match &self.notice {
             Notice::Key { stripe, id } => {
                 let _ = write!(text, "k|{stripe}|");
-                for byte in id {
-                    let _ = write!(text, "{byte:02x}");
-                }
+                hex(&mut text, id);
             }
             Notice::All => text.push_str("a||"),
+            Notice::Tag(hash) => {
+                text.push_str("t||");
+                hex(&mut text, hash);
+            }
+            Notice::Clear => text.push_str("c||"),
         }
         text.push('|');
         text.push_str(self.function);
@@ -57,18 +70,24 @@ impl<'a> Payload<'a> {
         let stripe = fields.next()?;
         let id = fields.next()?;
         let function = fields.next()?;
+        let digest = || {
+            let mut bytes = [0u8; 32];
+            if id.len() != 64 {
+                return None;
+            }
+            for (i, byte) in bytes.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(id.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            Some(bytes)
+        };
         let notice = match kind {
             "a" => Notice::All,
-            "k" if id.len() == 64 => {
-                let mut bytes = [0u8; 32];
-                for (i, byte) in bytes.iter_mut().enumerate() {
-                    *byte = u8::from_str_radix(id.get(2 * i..2 * i + 2)?, 16).ok()?;
-                }
-                Notice::Key {
-                    stripe: stripe.parse().ok()?,
-                    id: bytes,
-                }
-            }
+            "c" => Notice::Clear,
+            "t" => Notice::Tag(digest()?),
+            "k" => Notice::Key {
+                stripe: stripe.parse().ok()?,
+                id: digest()?,
+            },
             _ => return None,
         };
         Some(Payload {
@@ -100,7 +119,15 @@ mod tests {
             notice: Notice::All,
         };
         assert_eq!(Payload::parse(&all.encode()), Some(all));
-        for garbage in ["", "x|k|1|00|f", "1|k|1|00|f", "1|z||f", "1|k|x|"] {
+        for notice in [Notice::Tag([9; 32]), Notice::Clear] {
+            let payload = Payload {
+                origin: 2,
+                function: "",
+                notice,
+            };
+            assert_eq!(Payload::parse(&payload.encode()), Some(payload));
+        }
+        for garbage in ["", "x|k|1|00|f", "1|k|1|00|f", "1|z||f", "1|k|x|", "1|t||00|"] {
             assert_eq!(Payload::parse(garbage), None, "{garbage:?}");
         }
     }

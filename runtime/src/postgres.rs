@@ -1,7 +1,8 @@
 //! The PostgreSQL L2: the cache table's SQL and the mapping of its rows.
 //!
 //! One row per entry, keyed by its [`EntryId`]; a tombstone is a row whose `value` is `NULL`.
-//! `<table>_epochs` holds each function's invalidate-all epoch. Only parameterised SQL
+//! `<table>_epochs` holds each function's invalidate-all epoch, each invalidated tag's and the
+//! namespace's (`clear_all`). Only parameterised SQL
 //! touches user data; the table name is validated before it is spliced in.
 
 use std::future::Future;
@@ -14,12 +15,13 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::backend::{Entry, EntryId, Observed, Op, Row, L2, TOMBSTONE_LIFETIME};
+use crate::backend::{Entry, Observed, Op, Row, L2, TOMBSTONE_LIFETIME};
 use crate::error::BackendError;
 use crate::notice::{Notice, Payload};
 use crate::protocol::{Param, Protocol};
 use crate::readers::{Reader, Readers};
 use crate::schema::Schema;
+use crate::tags::{epoch_name, TagHash, NAMESPACE_EPOCH};
 
 /// Index entries one statement of the eviction's walk reads at most: a fraction of a second,
 /// so it stays far below the sweep's statement timeout however large `l2_max_rows` is.
@@ -65,7 +67,8 @@ struct Statements {
     write: String,
     overwrite: String,
     invalidate: String,
-    invalidate_all: String,
+    /// Bumps one row of the epochs table: a function's, a tag's or the namespace's.
+    bump_epoch: String,
     sweep_expired: String,
     sweep_dead_epochs: String,
     /// The table's rows as the planner estimates them (rows per page at the last VACUUM or
@@ -83,14 +86,20 @@ struct Statements {
 
 impl Statements {
     fn new(table: &str) -> Self {
-        let epoch =
-            format!("COALESCE((SELECT epoch FROM {table}_epochs WHERE namespace = $2 AND function = $3), 0)");
+        // An entry's epoch: the sum of its rows in the epochs table (see `Entry::epoch_names`),
+        // whose names are parameter `$n`.
+        let epoch = |n: u8| {
+            format!(
+                "COALESCE((SELECT sum(epoch) FROM {table}_epochs WHERE namespace = $2 AND function = ANY(${n}::text[])), 0)::int8"
+            )
+        };
+        let (read_epoch, write_epoch) = (epoch(3), epoch(9));
         let columns = "(id, namespace, function, version, value, generation, epoch, expires_at)";
         Statements {
             read: format!(
                 "SELECT e.epoch, c.value, c.generation, c.epoch, \
                         EXTRACT(EPOCH FROM c.expires_at - now())::float8 \
-                 FROM (SELECT {epoch} AS epoch) e LEFT JOIN {table} c ON c.id = $1"
+                 FROM (SELECT {read_epoch} AS epoch) e LEFT JOIN {table} c ON c.id = $1"
             ),
             read_row: format!(
                 "SELECT value, generation, epoch, EXTRACT(EPOCH FROM expires_at - now())::float8 \
@@ -98,7 +107,7 @@ impl Statements {
             ),
             write: format!(
                 "INSERT INTO {table} AS c {columns} \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8) WHERE {epoch} = $7 \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8) WHERE {write_epoch} = $7 \
                  ON CONFLICT (id) DO UPDATE SET value = EXCLUDED.value, epoch = EXCLUDED.epoch, \
                      expires_at = EXCLUDED.expires_at, updated_at = now() \
                  WHERE c.generation = EXCLUDED.generation"
@@ -107,7 +116,7 @@ impl Statements {
             // same transaction: a notice is sent if and only if the change committed.
             overwrite: format!(
                 "WITH changed AS (INSERT INTO {table} AS c {columns} \
-                 VALUES ($1, $2, $3, $4, $5, 1, {epoch}, now() + make_interval(secs => $6)) \
+                 VALUES ($1, $2, $3, $4, $5, 1, {write_epoch}, now() + make_interval(secs => $6)) \
                  ON CONFLICT (id) DO UPDATE SET value = EXCLUDED.value, generation = c.generation + 1, \
                      epoch = EXCLUDED.epoch, expires_at = EXCLUDED.expires_at, updated_at = now() \
                  RETURNING 1) SELECT pg_notify($7, $8) FROM changed"
@@ -119,7 +128,7 @@ impl Statements {
                      expires_at = EXCLUDED.expires_at, updated_at = now() \
                  RETURNING 1) SELECT pg_notify($6, $7) FROM changed"
             ),
-            invalidate_all: format!(
+            bump_epoch: format!(
                 "WITH changed AS (INSERT INTO {table}_epochs AS e (namespace, function, epoch) \
                  VALUES ($1, $2, 1) ON CONFLICT (namespace, function) DO UPDATE SET epoch = e.epoch + 1 \
                  RETURNING 1) SELECT pg_notify($3, $4) FROM changed"
@@ -239,12 +248,8 @@ impl PgBackend {
 
     /// Reads an entry's row: a primary-key lookup when the function's epoch is known, else
     /// joined with the function's current epoch.
-    async fn read_row(
-        &self,
-        function: &str,
-        id: &EntryId,
-        known_epoch: Option<i64>,
-    ) -> Result<Row, BackendError> {
+    async fn read_row(&self, entry: &Entry<'_>, known_epoch: Option<i64>) -> Result<Row, BackendError> {
+        let id = &entry.id;
         /// The row's columns, in the order both read statements select them.
         struct Columns {
             value: Option<Vec<u8>>,
@@ -264,7 +269,8 @@ impl PgBackend {
                         (epoch, row, 0)
                     }
                     None => {
-                        let params = [id, (&self.namespace, Type::TEXT), (&function, Type::TEXT)];
+                        let names = entry.epoch_names();
+                        let params = [id, (&self.namespace, Type::TEXT), (&names, Type::TEXT_ARRAY)];
                         let row = self.protocol.query_one(&client, &self.sql.read, &params).await?;
                         (row.try_get::<_, i64>(0)?, Some(row), 1)
                     }
@@ -315,6 +321,28 @@ impl PgBackend {
             self.protocol.execute(&client, sql, params).await
         })
         .await
+    }
+
+    /// Bumps the epoch named `name` (a function's, a tag's or the namespace's) and sends
+    /// `notice`, in one statement.
+    async fn bump_epoch(
+        &self,
+        operation: &'static str,
+        name: String,
+        notice: String,
+    ) -> Result<(), BackendError> {
+        self.execute(
+            operation,
+            &self.sql.bump_epoch,
+            &[
+                (&self.namespace, Type::TEXT),
+                (&name, Type::TEXT),
+                (&self.channel, Type::TEXT),
+                (&notice, Type::TEXT),
+            ],
+        )
+        .await
+        .map(drop)
     }
 
     /// Sends `payload` on `channel` from one of L2's sessions.
@@ -519,8 +547,8 @@ impl Drop for ClearOnDrop<'_> {
 }
 
 impl L2 for PgBackend {
-    fn read<'a>(&'a self, function: &'a str, id: &'a EntryId, known_epoch: Option<i64>) -> Op<'a, Row> {
-        Box::pin(self.read_row(function, id, known_epoch))
+    fn read<'a>(&'a self, entry: &'a Entry<'a>, known_epoch: Option<i64>) -> Op<'a, Row> {
+        Box::pin(self.read_row(entry, known_epoch))
     }
 
     fn write<'a>(
@@ -544,6 +572,7 @@ impl L2 for PgBackend {
                         (&observed.generation, Type::INT8),
                         (&observed.epoch, Type::INT8),
                         (&seconds(ttl), Type::FLOAT8),
+                        (&entry.epoch_names(), Type::TEXT_ARRAY),
                     ],
                 )
                 .await?;
@@ -566,6 +595,7 @@ impl L2 for PgBackend {
                     (&seconds(ttl), Type::FLOAT8),
                     (&self.channel, Type::TEXT),
                     (&notice, Type::TEXT),
+                    (&entry.epoch_names(), Type::TEXT_ARRAY),
                 ],
             )
             .await
@@ -595,21 +625,27 @@ impl L2 for PgBackend {
     }
 
     fn invalidate_all<'a>(&'a self, function: &'a str) -> Op<'a, ()> {
-        Box::pin(async move {
-            let notice = self.notice(function, Notice::All);
-            self.execute(
-                "invalidate all",
-                &self.sql.invalidate_all,
-                &[
-                    (&self.namespace, Type::TEXT),
-                    (&function, Type::TEXT),
-                    (&self.channel, Type::TEXT),
-                    (&notice, Type::TEXT),
-                ],
-            )
-            .await
-            .map(drop)
-        })
+        Box::pin(self.bump_epoch(
+            "invalidate all",
+            function.to_owned(),
+            self.notice(function, Notice::All),
+        ))
+    }
+
+    fn invalidate_tag<'a>(&'a self, tag: &'a TagHash) -> Op<'a, ()> {
+        Box::pin(self.bump_epoch(
+            "invalidate tag",
+            epoch_name(tag),
+            self.notice("", Notice::Tag(*tag)),
+        ))
+    }
+
+    fn clear_all(&self) -> Op<'_, ()> {
+        Box::pin(self.bump_epoch(
+            "clear all",
+            NAMESPACE_EPOCH.to_owned(),
+            self.notice("", Notice::Clear),
+        ))
     }
 
     fn close(&self) {

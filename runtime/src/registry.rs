@@ -6,6 +6,7 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::notice::{Notice, Payload};
 use crate::stats::FunctionStats;
+use crate::tags::{TagEpochs, TagHash};
 
 /// What the registry can do with any function's cache, whatever its value and key types.
 pub(crate) trait RegisteredCache: Send + Sync {
@@ -19,13 +20,17 @@ pub(crate) trait RegisteredCache: Send + Sync {
     /// Drops every L1 entry of this process (L2 untouched), and keeps computations that
     /// started earlier from storing.
     fn clear_l1(&self);
-    /// Applies another process's invalidation.
+    /// Applies another process's invalidation of this function.
     fn evict_remote(&self, notice: &Notice);
+    /// Drops the L1 entries carrying the tag (the caller holds the tag epochs' lock).
+    fn evict_tag(&self, tag: &TagHash);
 }
 
 /// The caches of one process.
 pub(crate) struct Registry {
     caches: Mutex<Vec<&'static dyn RegisteredCache>>,
+    /// How often each tag was invalidated, as this process knows it.
+    pub(crate) tags: TagEpochs,
 }
 
 /// The caches of this process.
@@ -35,6 +40,7 @@ impl Registry {
     pub(crate) const fn new() -> Self {
         Registry {
             caches: Mutex::new(Vec::new()),
+            tags: TagEpochs::new(),
         }
     }
 
@@ -81,6 +87,17 @@ impl Registry {
         }
     }
 
+    /// Applies a tag's invalidation to this process: a new epoch for the tag (so computations
+    /// of entries carrying it cannot store) and its entries evicted from every cache, both
+    /// under the tag epochs' lock.
+    pub(crate) fn drop_tag(&self, tag: &TagHash) {
+        let mut epochs = self.tags.lock();
+        epochs.bump(tag);
+        for cache in self.caches() {
+            cache.evict_tag(tag);
+        }
+    }
+
     /// Applies a notice another process sent (skipping this runtime's own, `own_origin`).
     pub(crate) fn apply(&self, payload: &str, own_origin: u64) {
         let Some(notice) = Payload::parse(payload) else {
@@ -89,6 +106,11 @@ impl Registry {
         };
         if notice.origin == own_origin {
             return;
+        }
+        match &notice.notice {
+            Notice::Tag(tag) => return self.drop_tag(tag),
+            Notice::Clear => return self.clear_l1(false),
+            Notice::Key { .. } | Notice::All => {}
         }
         for cache in self.caches() {
             if cache.name() == notice.function {

@@ -31,6 +31,9 @@ pub struct FunctionStats {
     pub stale_served: u64,
     /// Background refreshes started by hits past `eager_refresh`.
     pub eager_refreshes: u64,
+    /// Tag invalidations (`invalidate_tag`, here or in another process) that dropped entries
+    /// of this function from this process's L1.
+    pub tag_invalidations: u64,
 }
 
 /// The live counters of one function.
@@ -46,6 +49,7 @@ pub(crate) struct FnStats {
     invalidations: AtomicU64,
     stale_served: AtomicU64,
     eager_refreshes: AtomicU64,
+    tag_invalidations: AtomicU64,
 }
 
 impl FnStats {
@@ -80,6 +84,9 @@ impl FnStats {
     pub(crate) fn eager_refresh(&self) {
         self.eager_refreshes.fetch_add(1, Relaxed);
     }
+    pub(crate) fn tag_invalidation(&self) {
+        self.tag_invalidations.fetch_add(1, Relaxed);
+    }
 
     pub(crate) fn snapshot(&self) -> FunctionStats {
         FunctionStats {
@@ -93,6 +100,7 @@ impl FnStats {
             invalidations: self.invalidations.load(Relaxed),
             stale_served: self.stale_served.load(Relaxed),
             eager_refreshes: self.eager_refreshes.load(Relaxed),
+            tag_invalidations: self.tag_invalidations.load(Relaxed),
         }
     }
 }
@@ -129,5 +137,6 @@ impl std::ops::AddAssign for FunctionStats {
         self.invalidations += other.invalidations;
         self.stale_served += other.stale_served;
         self.eager_refreshes += other.eager_refreshes;
+        self.tag_invalidations += other.tag_invalidations;
     }
 }
