@@ -532,11 +532,13 @@ where
         } = prepared;
         let id = destination.id().copied();
         let owned = key.clone();
+        // Outer `Err`: the body's own; inner: what storing its value came to.
         let mut task = tokio::spawn(async move {
             let mut ignored = Outcome::Computed;
             let value = self.compute(body, &mut ignored).await.cached()?;
-            self.keep(&owned, value, snapshot, destination, &mut ignored)
-                .await
+            Ok(self
+                .keep(&owned, value, snapshot, destination, &mut ignored)
+                .await)
         });
         *outcome = Outcome::Computed;
         if let (Some(soft), Some(_)) = (self.timeout, &stale) {
@@ -575,11 +577,17 @@ where
         id: Option<&EntryId>,
         stale: Option<Stale<V>>,
         snapshot: Snapshot,
-        joined: Result<Result<V, R>, tokio::task::JoinError>,
+        joined: Result<Result<Result<V, R>, R>, tokio::task::JoinError>,
         outcome: &mut Outcome,
     ) -> Result<V, R> {
         let failure = match joined {
-            Ok(Ok(value)) => return Ok(value),
+            // A fresh value, or the backend error its write became (`on_failure = "error"`).
+            Ok(Ok(kept)) => {
+                if kept.is_err() {
+                    *outcome = Outcome::BackendError;
+                }
+                return kept;
+            }
             Ok(Err(output)) => Failure::Output(output),
             Err(err) if err.is_panic() => Failure::Panic(err.into_panic()),
             // Only a runtime shutting down cancels the task.
