@@ -129,16 +129,21 @@ struct Unaged<'c> {
 }
 
 impl Admits for Unaged<'_> {
+    #[inline]
     fn admits<K>(&self, stored: &EntryKey<K>) -> bool {
-        if !self.live.admits(stored) {
+        if stored.epoch != self.live.epoch {
             return false;
         }
-        if stored.expires_at == NEVER {
+        if stored.expires_at == NEVER && self.live.max_age.is_none() {
             return true;
         }
+        // One clock read for both questions: a read costs more than the rest of the check.
+        let now = self.live.clock.ticks();
+        if now >= stored.expires_at || !self.live.young(stored, now) {
+            return false;
+        }
         let lifetime = stored.expires_at.saturating_sub(stored.stored_at);
-        let due_at = stored.stored_at + (lifetime as f64 * self.fraction) as u64;
-        self.live.clock.ticks() < due_at
+        stored.expires_at == NEVER || now < stored.stored_at + (lifetime as f64 * self.fraction) as u64
     }
 }
 
