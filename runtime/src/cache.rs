@@ -122,6 +122,69 @@ enum Failure<R> {
     TimedOut(Duration),
 }
 
+/// How a flight leader runs the body: in the caller's task ([`Inline`]), or in a task of its
+/// own that a caller can stop waiting for ([`Detached`]).
+trait Body<V: 'static, K: 'static, R: 'static> {
+    /// The body alone, to run uncached.
+    fn into_body(self) -> impl Future<Output = R>;
+
+    fn finish(
+        self,
+        cache: &'static FnCache<V, K, R>,
+        key: &Encoded<K>,
+        prepared: Prepared<V>,
+        outcome: &mut Outcome,
+    ) -> impl Future<Output = Result<V, R>>;
+}
+
+struct Inline<F>(F);
+
+struct Detached<F>(F);
+
+impl<V, K, R, F> Body<V, K, R> for Inline<F>
+where
+    V: Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    R: Output<V> + 'static,
+    F: Future<Output = R>,
+{
+    fn into_body(self) -> impl Future<Output = R> {
+        self.0
+    }
+
+    fn finish(
+        self,
+        cache: &'static FnCache<V, K, R>,
+        key: &Encoded<K>,
+        prepared: Prepared<V>,
+        outcome: &mut Outcome,
+    ) -> impl Future<Output = Result<V, R>> {
+        cache.finish(key, self.0, prepared, outcome)
+    }
+}
+
+impl<V, K, R, F> Body<V, K, R> for Detached<F>
+where
+    V: Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    R: Output<V> + Send + 'static,
+    F: Future<Output = R> + Send + 'static,
+{
+    fn into_body(self) -> impl Future<Output = R> {
+        self.0
+    }
+
+    fn finish(
+        self,
+        cache: &'static FnCache<V, K, R>,
+        key: &Encoded<K>,
+        prepared: Prepared<V>,
+        outcome: &mut Outcome,
+    ) -> impl Future<Output = Result<V, R>> {
+        cache.finish_detached(key, self.0, prepared, outcome)
+    }
+}
+
 /// What the hit path of a function with `eager_refresh` found.
 pub enum Hit<V> {
     /// A live value, young enough.
@@ -246,31 +309,7 @@ where
     where
         F: Future<Output = R>,
     {
-        Box::pin(async move {
-            // What a backend error handed to the caller leaves it at; every answer sets it.
-            let mut outcome = Outcome::BackendError;
-            let output = match key.0 {
-                Ok(key) => {
-                    let (result, role) = self
-                        .flights
-                        .run(&key.bytes, || async {
-                            match self.prepare(&key, &mut outcome).await {
-                                Ok(prepared) => self.finish(&key, body, prepared, &mut outcome).await,
-                                Err(answer) => answer,
-                            }
-                        })
-                        .await;
-                    if role == Role::Coalesced {
-                        self.stats.coalesced();
-                        outcome = Outcome::Coalesced;
-                    }
-                    result.map_or_else(|output| output, R::from_cached)
-                }
-                Err(message) => self.uncached(message, body, &mut outcome).await,
-            };
-            outcome::record(outcome);
-            output
-        })
+        Box::pin(self.miss(key, Inline(body)))
     }
 
     /// The miss path of a function with `timeout` or `hard_timeout`: as [`FnCache::call`], but
@@ -282,32 +321,33 @@ where
         V: Send,
         R: Send,
     {
-        Box::pin(async move {
-            let mut outcome = Outcome::BackendError;
-            let output = match key.0 {
-                Ok(key) => {
-                    let (result, role) = self
-                        .flights
-                        .run(&key.bytes, || async {
-                            match self.prepare(&key, &mut outcome).await {
-                                Ok(prepared) => {
-                                    self.finish_detached(&key, body, prepared, &mut outcome).await
-                                }
-                                Err(answer) => answer,
-                            }
-                        })
-                        .await;
-                    if role == Role::Coalesced {
-                        self.stats.coalesced();
-                        outcome = Outcome::Coalesced;
-                    }
-                    result.map_or_else(|output| output, R::from_cached)
+        Box::pin(self.miss(key, Detached(body)))
+    }
+
+    async fn miss<B: Body<V, K, R>>(&'static self, key: Resolved<K>, body: B) -> R {
+        // What a backend error handed to the caller leaves it at; every answer sets it.
+        let mut outcome = Outcome::BackendError;
+        let output = match key.0 {
+            Ok(key) => {
+                let (result, role) = self
+                    .flights
+                    .run(&key.bytes, || async {
+                        match self.prepare(&key, &mut outcome).await {
+                            Ok(prepared) => body.finish(self, &key, prepared, &mut outcome).await,
+                            Err(answer) => answer,
+                        }
+                    })
+                    .await;
+                if role == Role::Coalesced {
+                    self.stats.coalesced();
+                    outcome = Outcome::Coalesced;
                 }
-                Err(message) => self.uncached(message, body, &mut outcome).await,
-            };
-            outcome::record(outcome);
-            output
-        })
+                result.map_or_else(|output| output, R::from_cached)
+            }
+            Err(message) => self.uncached(message, body.into_body(), &mut outcome).await,
+        };
+        outcome::record(outcome);
+        output
     }
 
     /// After [`Hit::Due`]: refreshes the entry in the background, once per key at a time,
