@@ -27,11 +27,12 @@ enum Opt {
     HardTimeout,
     EagerRefresh,
     CacheNone,
+    Stampede,
 }
 
 impl Opt {
     /// Every option, in the order the docs list them.
-    const ALL: [Opt; 16] = [
+    const ALL: [Opt; 17] = [
         Opt::Backend,
         Opt::OnFailure,
         Opt::Ttl,
@@ -48,6 +49,7 @@ impl Opt {
         Opt::HardTimeout,
         Opt::EagerRefresh,
         Opt::CacheNone,
+        Opt::Stampede,
     ];
 
     fn name(self) -> &'static str {
@@ -68,6 +70,7 @@ impl Opt {
             Opt::HardTimeout => "hard_timeout",
             Opt::EagerRefresh => "eager_refresh",
             Opt::CacheNone => "cache_none",
+            Opt::Stampede => "stampede",
         }
     }
 
@@ -88,6 +91,7 @@ impl Opt {
             Opt::HardTimeout => "\"2s\"",
             Opt::EagerRefresh => "0.8",
             Opt::CacheNone => "false",
+            Opt::Stampede => "\"fleet\"",
         }
     }
 
@@ -115,6 +119,7 @@ pub(crate) struct Args {
     pub hard_timeout: Option<LitStr>,
     pub eager_refresh: Option<LitFloat>,
     pub cache_none: Option<LitBool>,
+    pub stampede: Option<LitStr>,
 }
 
 impl Args {
@@ -200,6 +205,7 @@ impl Args {
                 Opt::HardTimeout => args.hard_timeout = errors.handle(string(option, value)),
                 Opt::EagerRefresh => args.eager_refresh = errors.handle(float(option, value)),
                 Opt::CacheNone => args.cache_none = errors.handle(boolean(option, value)),
+                Opt::Stampede => args.stampede = errors.handle(string(option, value)),
             }
         }
         args

@@ -16,6 +16,7 @@ use crate::codec::Codec;
 use crate::error::{BackendError, TimedOut};
 use crate::invalidation::{stripe_of, Epochs, Snapshot};
 use crate::l1::{Aged, Stale, L1};
+use crate::lease::{Fleet, Held};
 use crate::notice::Notice;
 use crate::outcome::{self, Outcome};
 use crate::output::Output;
@@ -45,6 +46,7 @@ pub struct FnCache<V: 'static, K: 'static, R: 'static> {
     hard_timeout: Option<HardTimeout<R>>,
     eager_refresh: Option<f64>,
     uncached: Option<fn(&V) -> bool>,
+    fleet: Option<Fleet>,
     l1: L1<V, K>,
     flights: Flights<V>,
     renewals: Renewals,
@@ -137,6 +139,8 @@ struct WriteBack<V> {
     read_at: Instant,
     /// The listener's losses before the read (see `ListenerState::losses`).
     losses: u64,
+    /// The key's fleet-wide lease, let go once the write is done (`stampede = "fleet"`).
+    lease: Option<Held>,
 }
 
 impl<V, K, R> std::fmt::Debug for FnCache<V, K, R> {
@@ -166,6 +170,7 @@ where
             hard_timeout: spec.hard_timeout,
             eager_refresh: spec.eager_refresh,
             uncached: spec.uncached,
+            fleet: spec.fleet_lease.map(Fleet::new),
             l1: L1::new(
                 spec.l1_capacity.max(1),
                 spec.l1_ttl,
@@ -434,8 +439,10 @@ where
         let stripe = stripe_of(&key.bytes);
         // Taken before reading L2: an invalidation after this point refuses our L1 store.
         let snapshot = self.epochs.snapshot(stripe);
+        let found = self.read_l2(key, stripe, snapshot, fresh_beyond).await;
+        // stampede = "fleet": another process may be computing the key (see `fleet`).
         match self
-            .read_l2(key, stripe, snapshot, fresh_beyond)
+            .fleet_turn(key, stripe, snapshot, fresh_beyond, found.map_err(Err)?)
             .await
             .map_err(Err)?
         {
@@ -743,6 +750,7 @@ where
             observed: row.observed,
             read_at,
             losses,
+            lease: None,
         };
         Ok(Found::Nothing(Destination::Both(write_back), stale))
     }
@@ -769,6 +777,7 @@ where
             observed,
             read_at,
             losses,
+            lease,
         } = write_back;
         let bytes = match linked.codec.encode(value) {
             Ok(bytes) => bytes,
@@ -814,6 +823,7 @@ where
                 let stored = key.stored.clone();
                 let tasks = linked.installed.tasks.clone();
                 tasks.spawn(async move {
+                    let _lease = lease;
                     let written = self
                         .attempt(&linked.installed, || {
                             linked
@@ -1050,5 +1060,6 @@ where
     }
 }
 
+mod fleet;
 #[cfg(test)]
 mod tests;

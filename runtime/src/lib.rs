@@ -22,6 +22,7 @@ mod guard;
 mod invalidation;
 mod key;
 mod l1;
+mod lease;
 mod listener;
 #[cfg(feature = "metrics")]
 mod measure;

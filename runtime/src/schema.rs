@@ -109,6 +109,14 @@ CREATE TABLE IF NOT EXISTS {table}_epochs (
     epoch bigint NOT NULL,
     PRIMARY KEY (namespace, function)
 );
+-- stampede = \"fleet\": who computes an entry now. UNLOGGED: a lease lost in a crash only
+-- lets another process compute. Install does not require it: without it, fleet functions
+-- compute per process.
+CREATE UNLOGGED TABLE IF NOT EXISTS {table}_leases (
+    id bytea PRIMARY KEY,
+    holder bigint NOT NULL,
+    expires_at timestamptz NOT NULL
+);
 "
         )
     }

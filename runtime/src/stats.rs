@@ -31,6 +31,8 @@ pub struct FunctionStats {
     pub stale_served: u64,
     /// Background refreshes started by hits past `eager_refresh`.
     pub eager_refreshes: u64,
+    /// Misses that waited for another process to compute the key (`stampede = "fleet"`).
+    pub fleet_waits: u64,
 }
 
 /// The live counters of one function.
@@ -46,6 +48,7 @@ pub(crate) struct FnStats {
     invalidations: AtomicU64,
     stale_served: AtomicU64,
     eager_refreshes: AtomicU64,
+    fleet_waits: AtomicU64,
 }
 
 impl FnStats {
@@ -80,6 +83,9 @@ impl FnStats {
     pub(crate) fn eager_refresh(&self) {
         self.eager_refreshes.fetch_add(1, Relaxed);
     }
+    pub(crate) fn fleet_wait(&self) {
+        self.fleet_waits.fetch_add(1, Relaxed);
+    }
 
     pub(crate) fn snapshot(&self) -> FunctionStats {
         FunctionStats {
@@ -93,6 +99,7 @@ impl FnStats {
             invalidations: self.invalidations.load(Relaxed),
             stale_served: self.stale_served.load(Relaxed),
             eager_refreshes: self.eager_refreshes.load(Relaxed),
+            fleet_waits: self.fleet_waits.load(Relaxed),
         }
     }
 }
@@ -129,5 +136,6 @@ impl std::ops::AddAssign for FunctionStats {
         self.invalidations += other.invalidations;
         self.stale_served += other.stale_served;
         self.eager_refreshes += other.eager_refreshes;
+        self.fleet_waits += other.fleet_waits;
     }
 }

@@ -413,6 +413,7 @@ fn optional(process: &'static Process) -> &'static FnCache<Option<u64>, Key, Opt
         hard_timeout: None,
         eager_refresh: None,
         uncached: Some(Option::is_none),
+        fleet_lease: None,
     };
     let cache = Box::leak(Box::new(FnCache::new("f", &spec, process)));
     process.registry.register(cache);
