@@ -124,7 +124,10 @@ impl Answer {
     fn parse(line: &str) -> Answer {
         let numbers: Vec<u64> = line
             .split(' ')
-            .map(|n| n.parse().unwrap_or_else(|_| panic!("a member's answer: {line:?}")))
+            .map(|n| {
+                n.parse()
+                    .unwrap_or_else(|_| panic!("a member's answer: {line:?}"))
+            })
             .collect();
         let [value, misses, fleet_waits, l2_hits, backend_errors] = numbers[..] else {
             panic!("a member's answer: {line:?}");
@@ -237,7 +240,10 @@ fn the_body_runs_once_in_the_fleet(l2: &str) {
     assert_eq!(runs.len(), 1, "the body ran once in the fleet: {runs:?}");
     let leader = runs[0].0;
     for answer in &answers {
-        assert_eq!(answer.value, leader, "every caller got the leader's value: {answers:?}");
+        assert_eq!(
+            answer.value, leader,
+            "every caller got the leader's value: {answers:?}"
+        );
         assert_eq!(answer.backend_errors, 0, "{answers:?}");
     }
     let led: Vec<&Answer> = answers.iter().filter(|answer| answer.misses == 1).collect();
@@ -309,7 +315,10 @@ fn without_the_lease_table_install_succeeds_and_the_function_computes_per_proces
     block_on(async {
         let client = session(PgServer::shared().url()).await;
         client
-            .batch_execute(&format!("{ddl}\nDROP TABLE {table}_leases;\n{}", runs_ddl(&table)))
+            .batch_execute(&format!(
+                "{ddl}\nDROP TABLE {table}_leases;\n{}",
+                runs_ddl(&table)
+            ))
             .await
             .expect("the tables, without leases");
         // This process runs no member: the runs are this test's alone.

@@ -490,14 +490,22 @@ fn parse_stampede(value: &str) -> Result<Option<Duration>, String> {
              \"fleet(<duration>)\" (that lease), e.g. \"fleet(30s)\""
         ));
     };
-    if lease.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse::<u64>() == Ok(0) {
+    if lease
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .parse::<u64>()
+        == Ok(0)
+    {
         return Err(format!(
             "the lease in stampede = \"{value}\" must be longer than zero: it is how long other processes wait \
              for the one computing a key"
         ));
     }
-    parse_duration("stampede", lease).map(Some).map_err(|_| {
-        format!("in stampede = \"{value}\", the lease must be a duration of at most {} ms: {DURATION_FORMAT}", u64::MAX)
+    // Its messages, said of the lease.
+    parse_duration("stampede", lease).map(Some).map_err(|message| {
+        message.replace(
+            &format!("`stampede = \"{lease}\"`"),
+            &format!("the lease in `stampede = \"{value}\"`"),
+        )
     })
 }
 
@@ -778,7 +786,7 @@ mod tests {
         for unknown in ["Fleet", "fleet()", "fleet(5s", "cluster", ""] {
             let err = parse_stampede(unknown).unwrap_err();
             assert!(
-                err.contains("unknown stampede") || err.contains("must be a duration"),
+                err.contains("unknown stampede") || err.contains("is not a duration"),
                 "{unknown}: {err}"
             );
         }
@@ -787,7 +795,10 @@ mod tests {
             .contains("must be longer than zero"));
         assert!(parse_stampede("fleet(5 parsecs)")
             .unwrap_err()
-            .contains("`ms`, `s`, `m`, `h` or `d`"));
+            .starts_with("the lease in `stampede = \"fleet(5 parsecs)\"` is not a duration: expected"));
+        assert!(parse_stampede("fleet(99999999999999999999d)")
+            .unwrap_err()
+            .contains("is too long"));
     }
 
     #[test]

@@ -113,12 +113,13 @@ pub(crate) trait L2: Send + Sync {
 }
 
 /// What an attempt to take an entry's lease found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Lease {
     /// This attempt holds it now.
     Taken,
     /// Another holder's lease has not expired.
     Held,
-    /// The store has no lease table (its tables predate `stampede = "fleet"`).
-    NoTable,
+    /// The lease table is missing (tables made before `stampede = "fleet"`) or the role may
+    /// not use it: why, as the server said it.
+    Unusable(String),
 }

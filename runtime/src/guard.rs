@@ -79,7 +79,12 @@ impl Guarded {
             .await
     }
 
-    pub(crate) async fn take_lease(&self, id: &EntryId, holder: i64, length: Duration) -> Result<Lease, BackendError> {
+    pub(crate) async fn take_lease(
+        &self,
+        id: &EntryId,
+        holder: i64,
+        length: Duration,
+    ) -> Result<Lease, BackendError> {
         self.run("take lease", self.inner.take_lease(id, holder, length))
             .await
     }

@@ -23,8 +23,9 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(250);
 pub(crate) struct Fleet {
     /// How long a lease lasts: how long other processes wait for a leader that died.
     lease: Duration,
-    /// Set once L2 turned out to lack the lease table; the function then computes per process.
-    no_table: AtomicBool,
+    /// Set once the lease table turned out to be unusable; the function then computes per
+    /// process.
+    unusable: AtomicBool,
 }
 
 /// What a process does about a key that L2 has no fresh value for.
@@ -59,7 +60,7 @@ impl Fleet {
     pub(crate) fn new(lease: Duration) -> Self {
         Fleet {
             lease,
-            no_table: AtomicBool::new(false),
+            unusable: AtomicBool::new(false),
         }
     }
 
@@ -73,7 +74,7 @@ impl Fleet {
         F: FnMut() -> Fut,
         Fut: Future<Output = Look<T>>,
     {
-        if self.no_table.load(Relaxed) {
+        if self.unusable.load(Relaxed) {
             return Turn::Lead(None);
         }
         let give_up = Instant::now() + self.lease * 2;
@@ -98,7 +99,10 @@ impl Fleet {
             if !waited {
                 waited = true;
                 ground.stats.fleet_wait();
-                tracing::debug!(cache = ground.name, "tiered: another process computes this key; waiting for its value");
+                tracing::debug!(
+                    cache = ground.name,
+                    "tiered: another process computes this key; waiting for its value"
+                );
             }
             // 75–125 %: waiters that started together do not look together.
             let jittered = pause.mul_f64(0.75 + fastrand::f64() / 2.0);
@@ -133,13 +137,14 @@ impl Fleet {
                 holder,
             }),
             Ok(Lease::Held) => Took::Held,
-            Ok(Lease::NoTable) => {
-                if !self.no_table.swap(true, Relaxed) {
+            Ok(Lease::Unusable(reason)) => {
+                if !self.unusable.swap(true, Relaxed) {
                     tracing::warn!(
                         cache = ground.name,
-                        "tiered: stampede = \"fleet\" needs the table <table>_leases, which L2 lacks; this \
-                         function computes per process until restarted: create it with the DDL of \
-                         RuntimeBuilder::schema_sql()"
+                        %reason,
+                        "tiered: stampede = \"fleet\" cannot use the table <table>_leases; this function \
+                         computes per process until restarted: create it with the DDL of \
+                         RuntimeBuilder::schema_sql() and grant SELECT, INSERT, UPDATE, DELETE on it"
                     );
                 }
                 Took::Failed

@@ -301,7 +301,11 @@ impl L2 for MemoryL2 {
 
     fn release_lease<'a>(&'a self, id: &'a EntryId, holder: i64) -> Op<'a, ()> {
         Box::pin(self.run(Operation::ReleaseLease, move |table, _| {
-            if table.leases.get(id).is_some_and(|(held_by, _)| *held_by == holder) {
+            if table
+                .leases
+                .get(id)
+                .is_some_and(|(held_by, _)| *held_by == holder)
+            {
                 table.leases.remove(id);
             }
         }))

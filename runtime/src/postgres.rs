@@ -15,7 +15,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::backend::{Entry, EntryId, Lease, Observed, Op, Row, L2, TOMBSTONE_LIFETIME};
-use crate::error::BackendError;
+use crate::error::{describe, BackendError};
 use crate::notice::{Notice, Payload};
 use crate::protocol::{Param, Protocol};
 use crate::readers::{Reader, Readers};
@@ -637,11 +637,23 @@ impl L2 for PgBackend {
                     (&holder, Type::INT8),
                     (&length.as_secs_f64(), Type::FLOAT8),
                 ];
-                match self.protocol.execute(&client, &self.sql.take_lease, &params).await {
+                match self
+                    .protocol
+                    .execute(&client, &self.sql.take_lease, &params)
+                    .await
+                {
                     Ok(1) => Ok(Lease::Taken),
                     Ok(_) => Ok(Lease::Held),
-                    // Tables made before leases existed, and never updated: not an outage.
-                    Err(err) if err.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(Lease::NoTable),
+                    // Tables made before leases existed, or a role granted the others only:
+                    // not an outage.
+                    Err(err)
+                        if matches!(
+                            err.code(),
+                            Some(&SqlState::UNDEFINED_TABLE | &SqlState::INSUFFICIENT_PRIVILEGE)
+                        ) =>
+                    {
+                        Ok(Lease::Unusable(describe(&err)))
+                    }
                     Err(err) => Err(err),
                 }
             })

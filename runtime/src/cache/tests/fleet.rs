@@ -1,5 +1,4 @@
-//! `stampede = "fleet"` over the same harness: two processes share one table; waits and
-//! leases run on tokio's paused clock.
+//! `stampede = "fleet"` over the same harness: processes sharing one table, on tokio's paused clock.
 
 use super::*;
 
@@ -58,7 +57,12 @@ async fn a_process_waits_for_the_value_another_one_computes_instead_of_running_t
     assert_eq!(origin.runs(), 0, "the waiting process did not run the body");
     let b_stats = stats(b);
     assert_eq!(
-        (b_stats.fleet_waits, b_stats.l2_hits, b_stats.coalesced, b_stats.misses),
+        (
+            b_stats.fleet_waits,
+            b_stats.l2_hits,
+            b_stats.coalesced,
+            b_stats.misses
+        ),
         (1, 1, 2, 0)
     );
     assert_eq!(stats(a).misses, 1);
@@ -92,7 +96,11 @@ async fn when_the_leader_dies_another_process_computes_once_its_lease_expired() 
     );
     assert_eq!((origin.runs(), stats(b).misses, stats(b).fleet_waits), (1, 1, 1));
     let c = cache(world.process(), fleet(ANSWER_L1_ONLY));
-    assert_eq!(call(c, 1, origin.answer(9)).await, Ok(8), "b stored its value in L2");
+    assert_eq!(
+        call(c, 1, origin.answer(9)).await,
+        Ok(8),
+        "b stored its value in L2"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -110,7 +118,11 @@ async fn a_leader_whose_body_fails_lets_go_and_a_waiting_process_computes_at_onc
     release.notify_one();
     assert_eq!(leader.await.unwrap(), Err(AppError::Origin("down")));
     assert_eq!(waiter.await.unwrap(), Ok(8));
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!((origin.runs(), stats(b).misses), (1, 1));
 }
 
@@ -147,9 +159,16 @@ async fn with_l2_down_each_process_computes_once_for_its_own_callers() {
     assert_eq!(answers, [vec![Ok(1); 5], vec![Ok(2); 5]].concat());
     assert_eq!(origin.runs(), 2, "one run per process");
     for f in [a, b] {
-        assert_eq!((stats(f).misses, stats(f).coalesced, stats(f).fleet_waits), (1, 4, 0));
+        assert_eq!(
+            (stats(f).misses, stats(f).coalesced, stats(f).fleet_waits),
+            (1, 4, 0)
+        );
     }
-    assert_eq!(world.store.calls(Operation::TakeLease), 0, "a failed read leaves the lease alone");
+    assert_eq!(
+        world.store.calls(Operation::TakeLease),
+        0,
+        "a failed read leaves the lease alone"
+    );
 }
 
 #[tokio::test]
