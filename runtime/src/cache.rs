@@ -823,6 +823,7 @@ where
                 let stored = key.stored.clone();
                 let tasks = linked.installed.tasks.clone();
                 tasks.spawn(async move {
+                    // Let go of the key's lease once the write is done.
                     let _lease = lease;
                     let written = self
                         .attempt(&linked.installed, || {

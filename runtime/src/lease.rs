@@ -66,9 +66,9 @@ impl Fleet {
 
     /// After L2 had nothing fresh for a key: takes its lease and leads, or waits for the
     /// holder's value, looking at L2 with `look` after growing, jittered pauses and trying
-    /// the lease again after each look (the holder lets go when it stored its value or
-    /// failed). A waiter computes itself once the lease it found and the one a waiter took
-    /// over after it could have passed (twice the lease), or as soon as L2 fails.
+    /// the lease again after each look (the holder lets go once it stored its value or
+    /// failed). A waiter computes itself without the lease as soon as L2 fails, or once twice
+    /// the lease passed: the lease it found, then the one a waiter took over.
     pub(crate) async fn turn<T, F, Fut>(&self, ground: Ground<'_>, mut look: F) -> Turn<T>
     where
         F: FnMut() -> Fut,
