@@ -291,9 +291,10 @@ fn when_the_computing_process_is_killed_another_computes_once_the_lease_expired(
     assert_eq!(runs.len(), 2, "the killed run and one more: {runs:?}");
     let (successor, took_over) = runs[1];
     assert_ne!(successor, killed);
+    // The lease was taken a read before the first run started.
     let after = took_over - started;
     assert!(
-        after >= LEASE.as_secs_f64() - 0.1 && after < LEASE.as_secs_f64() + 2.0,
+        after >= LEASE.as_secs_f64() - 0.25 && after < LEASE.as_secs_f64() + 2.0,
         "the next run started {after} s after the first"
     );
     for answer in &answers {
