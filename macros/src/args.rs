@@ -28,11 +28,12 @@ enum Opt {
     EagerRefresh,
     CacheNone,
     Tags,
+    Stampede,
 }
 
 impl Opt {
     /// Every option, in the order the docs list them.
-    const ALL: [Opt; 17] = [
+    const ALL: [Opt; 18] = [
         Opt::Backend,
         Opt::OnFailure,
         Opt::Ttl,
@@ -50,6 +51,7 @@ impl Opt {
         Opt::EagerRefresh,
         Opt::CacheNone,
         Opt::Tags,
+        Opt::Stampede,
     ];
 
     fn name(self) -> &'static str {
@@ -71,6 +73,7 @@ impl Opt {
             Opt::EagerRefresh => "eager_refresh",
             Opt::CacheNone => "cache_none",
             Opt::Tags => "tags",
+            Opt::Stampede => "stampede",
         }
     }
 
@@ -92,6 +95,7 @@ impl Opt {
             Opt::EagerRefresh => "0.8",
             Opt::CacheNone => "false",
             Opt::Tags => "\"[format!(\\\"user:{id}\\\")]\"",
+            Opt::Stampede => "\"fleet\"",
         }
     }
 
@@ -120,6 +124,7 @@ pub(crate) struct Args {
     pub eager_refresh: Option<LitFloat>,
     pub cache_none: Option<LitBool>,
     pub tags: Option<LitStr>,
+    pub stampede: Option<LitStr>,
 }
 
 impl Args {
@@ -206,6 +211,7 @@ impl Args {
                 Opt::EagerRefresh => args.eager_refresh = errors.handle(float(option, value)),
                 Opt::CacheNone => args.cache_none = errors.handle(boolean(option, value)),
                 Opt::Tags => args.tags = errors.handle(string(option, value)),
+                Opt::Stampede => args.stampede = errors.handle(string(option, value)),
             }
         }
         args

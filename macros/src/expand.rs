@@ -466,6 +466,7 @@ fn spec(cached: &Cached, fn_name: &str) -> TokenStream {
             quote!(::core::option::Option::Some(#fraction))
         }
     };
+    let fleet_lease = ttl(settings.fleet_lease);
     let uncached = match settings.cache_none {
         true => quote!(::core::option::Option::None),
         false => quote!(::core::option::Option::Some(::core::option::Option::is_none)),
@@ -494,6 +495,7 @@ fn spec(cached: &Cached, fn_name: &str) -> TokenStream {
             hard_timeout: #hard_timeout,
             eager_refresh: #eager_refresh,
             uncached: #uncached,
+            fleet_lease: #fleet_lease,
         }
     }
 }

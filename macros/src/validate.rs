@@ -49,11 +49,17 @@ pub(crate) struct Settings {
     pub eager_refresh: Option<f64>,
     /// `cache_none`: whether a `None` is stored.
     pub cache_none: bool,
+    /// `stampede = "fleet"`: the lease; `None`: `"process"`.
+    pub fleet_lease: Option<Duration>,
 }
 
 /// How long a stale value answers for a failing body before the body is tried again, unless
 /// `fail_safe_throttle` says otherwise.
 const DEFAULT_THROTTLE: Duration = Duration::from_secs(30);
+
+/// How long other processes wait for the one computing a key under `stampede = "fleet"`,
+/// unless `fleet(<duration>)` says otherwise.
+const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Backend {
@@ -313,7 +319,21 @@ fn settings(args: &Args) -> darling::Result<Settings> {
             Error::custom("`name` must not be empty: it names the cache in L2 and in stats").with_span(lit),
         );
     }
+    let fleet_lease = args
+        .stampede
+        .as_ref()
+        .and_then(|lit| errors.handle(stampede(lit)))
+        .flatten();
     if backend == Some(Backend::None) {
+        if let Some(lit) = args.stampede.as_ref().filter(|_| fleet_lease.is_some()) {
+            errors.push(
+                Error::custom(
+                    "stampede = \"fleet\" has other processes wait for a value through L2, but backend = \"none\" \
+                     has no L2: remove `stampede` or use backend = \"pg\"",
+                )
+                .with_span(lit),
+            );
+        }
         if let Some(lit) = args.write.as_ref().filter(|_| write == Some(Write::Behind)) {
             errors.push(
                 Error::custom(
@@ -360,6 +380,7 @@ fn settings(args: &Args) -> darling::Result<Settings> {
         hard_timeout,
         eager_refresh,
         cache_none: args.cache_none.as_ref().is_none_or(LitBool::value),
+        fleet_lease,
     })
 }
 
@@ -458,6 +479,46 @@ fn is_option(ty: &Type) -> bool {
             .is_some_and(|segment| segment.ident == "Option"),
         _ => false,
     }
+}
+
+fn stampede(lit: &LitStr) -> darling::Result<Option<Duration>> {
+    parse_stampede(&lit.value()).map_err(|message| Error::custom(message).with_span(lit))
+}
+
+/// `None` for `"process"`, the lease for `"fleet"` and `"fleet(<duration>)"`.
+fn parse_stampede(value: &str) -> Result<Option<Duration>, String> {
+    match value {
+        "process" => return Ok(None),
+        "fleet" => return Ok(Some(DEFAULT_LEASE)),
+        _ => {}
+    }
+    let Some(lease) = value
+        .strip_prefix("fleet(")
+        .and_then(|rest| rest.strip_suffix(')'))
+    else {
+        return Err(format!(
+            "unknown stampede \"{value}\"; expected \"process\" (each process computes a missing key), \"fleet\" \
+             (one process computes it, the others wait for its value up to a lease of {DEFAULT_LEASE:?}) or \
+             \"fleet(<duration>)\" (that lease), e.g. \"fleet(30s)\""
+        ));
+    };
+    if lease
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .parse::<u64>()
+        == Ok(0)
+    {
+        return Err(format!(
+            "the lease in stampede = \"{value}\" must be longer than zero: it is how long other processes wait \
+             for the one computing a key"
+        ));
+    }
+    // Its messages, said of the lease.
+    parse_duration("stampede", lease).map(Some).map_err(|message| {
+        message.replace(
+            &format!("`stampede = \"{lease}\"`"),
+            &format!("the lease in `stampede = \"{value}\"`"),
+        )
+    })
 }
 
 fn backend(lit: &LitStr) -> darling::Result<Backend> {
@@ -727,6 +788,29 @@ mod tests {
         assert!(parse_duration("ttl", "99999999999999999999d")
             .unwrap_err()
             .contains("too long"));
+    }
+
+    #[test]
+    fn stampede_modes() {
+        assert_eq!(parse_stampede("process"), Ok(None));
+        assert_eq!(parse_stampede("fleet"), Ok(Some(DEFAULT_LEASE)));
+        assert_eq!(parse_stampede("fleet(250ms)"), ms(250).map(Some));
+        for unknown in ["Fleet", "fleet()", "fleet(5s", "cluster", ""] {
+            let err = parse_stampede(unknown).unwrap_err();
+            assert!(
+                err.contains("unknown stampede") || err.contains("is not a duration"),
+                "{unknown}: {err}"
+            );
+        }
+        assert!(parse_stampede("fleet(0s)")
+            .unwrap_err()
+            .contains("must be longer than zero"));
+        assert!(parse_stampede("fleet(5 parsecs)")
+            .unwrap_err()
+            .starts_with("the lease in `stampede = \"fleet(5 parsecs)\"` is not a duration: expected"));
+        assert!(parse_stampede("fleet(99999999999999999999d)")
+            .unwrap_err()
+            .contains("is too long"));
     }
 
     #[test]

@@ -127,4 +127,23 @@ pub(crate) trait L2: Send + Sync {
 
     /// Lets go of the store's connections (at shutdown).
     fn close(&self);
+
+    /// Takes the fleet-wide lease on computing entry `id` for `length` (`stampede = "fleet"`),
+    /// unless a lease on it has not expired yet. `holder` names this taking: only it lets go.
+    fn take_lease<'a>(&'a self, id: &'a EntryId, holder: i64, length: Duration) -> Op<'a, Lease>;
+
+    /// Lets go of the lease `holder` took on `id`, if it still holds it.
+    fn release_lease<'a>(&'a self, id: &'a EntryId, holder: i64) -> Op<'a, ()>;
+}
+
+/// What an attempt to take an entry's lease found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Lease {
+    /// This attempt holds it now.
+    Taken,
+    /// Another holder's lease has not expired.
+    Held,
+    /// The lease table is missing (tables made before `stampede = "fleet"`) or the role may
+    /// not use it: why, as the server said it.
+    Unusable(String),
 }

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::hash::Hash;
 use std::panic::{resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,10 +13,12 @@ use futures_util::FutureExt;
 
 use crate::backend::{Entry, EntryId, Observed, TOMBSTONE_LIFETIME};
 use crate::call_key::{CallKey, Encoded, Resolved};
+use crate::clock::nanos;
 use crate::codec::Codec;
 use crate::error::{BackendError, TimedOut};
 use crate::invalidation::{stripe_of, Epochs, Snapshot};
 use crate::l1::{Aged, Stale, L1};
+use crate::lease::{Fleet, Held};
 use crate::notice::Notice;
 use crate::outcome::{self, Outcome};
 use crate::output::Output;
@@ -46,10 +49,13 @@ pub struct FnCache<V: 'static, K: 'static, R: 'static> {
     hard_timeout: Option<HardTimeout<R>>,
     eager_refresh: Option<f64>,
     uncached: Option<fn(&V) -> bool>,
+    fleet: Option<Fleet>,
     l1: L1<V, K>,
     flights: Flights<V>,
     renewals: Renewals,
     tag_index: TagIndex<K>,
+    /// Whether an entry with tags was resolved: tag invalidations then detach its flights.
+    tagged: AtomicBool,
     /// How many keys one tag's index holds before it is pruned against L1.
     prune_at: usize,
     epochs: Epochs,
@@ -121,6 +127,10 @@ enum Failure<R> {
     /// It was still running after this long.
     TimedOut(Duration),
 }
+
+/// How long a key whose eager refresh failed waits before a hit tries again, for a function
+/// without `fail_safe` (with it, `fail_safe_throttle`).
+const RENEWAL_PAUSE: Duration = Duration::from_secs(1);
 
 /// How a flight leader runs the body: in the caller's task ([`Inline`]), or in a task of its
 /// own that a caller can stop waiting for ([`Detached`]).
@@ -205,6 +215,8 @@ struct WriteBack<V> {
     read_at: Instant,
     /// The listener's losses before the read (see `ListenerState::losses`).
     losses: u64,
+    /// The key's fleet-wide lease, let go once the write is done (`stampede = "fleet"`).
+    lease: Option<Held>,
 }
 
 impl<V, K, R> std::fmt::Debug for FnCache<V, K, R> {
@@ -234,6 +246,7 @@ where
             hard_timeout: spec.hard_timeout,
             eager_refresh: spec.eager_refresh,
             uncached: spec.uncached,
+            fleet: spec.fleet_lease.map(Fleet::new),
             l1: L1::new(
                 spec.l1_capacity.max(1),
                 spec.l1_ttl,
@@ -243,6 +256,7 @@ where
             flights: Flights::new(),
             renewals: Renewals::default(),
             tag_index: TagIndex::new(),
+            tagged: AtomicBool::new(false),
             prune_at: usize::try_from(spec.l1_capacity)
                 .unwrap_or(usize::MAX)
                 .saturating_mul(2)
@@ -299,6 +313,7 @@ where
     /// how often they were invalidated so far, so an entry invalidated by tag while it is
     /// computed is not stored.
     pub fn resolve_tagged<Q: CallKey<K>>(&self, key: Q, tags: Tags) -> Resolved<K> {
+        self.tagged.store(true, Relaxed);
         let tag_epoch = self.process.registry.tags.sum(&tags);
         key.resolve().tagged(tags, tag_epoch)
     }
@@ -325,19 +340,33 @@ where
     }
 
     async fn miss<B: Body<V, K, R>>(&'static self, key: Resolved<K>, body: B) -> R {
+        let arrival = tokio::time::Instant::now();
         // What a backend error handed to the caller leaves it at; every answer sets it.
         let mut outcome = Outcome::BackendError;
         let output = match key.0 {
             Ok(key) => {
-                let (result, role) = self
-                    .flights
-                    .run(&key.bytes, || async {
-                        match self.prepare(&key, &mut outcome).await {
-                            Ok(prepared) => body.finish(self, &key, prepared, &mut outcome).await,
-                            Err(answer) => answer,
-                        }
-                    })
-                    .await;
+                let flight = self.flights.run(&key.bytes, || async {
+                    match self.prepare(&key, &mut outcome).await {
+                        Ok(prepared) => body.finish(self, &key, prepared, &mut outcome).await,
+                        Err(answer) => answer,
+                    }
+                });
+                // Each caller, leader or waiter, waits at most `hard_timeout` from its arrival;
+                // a detached body goes on without it.
+                let flown = match self.hard_timeout {
+                    None => Ok(flight.await),
+                    Some(hard) => tokio::time::timeout_at(arrival + hard.after, flight)
+                        .await
+                        .map_err(|_| hard.after),
+                };
+                let (result, role) = match flown {
+                    Ok(flown) => flown,
+                    Err(after) => {
+                        let output = self.past_hard_timeout(&key, after, &mut outcome);
+                        outcome::record(outcome);
+                        return output;
+                    }
+                };
                 if role == Role::Coalesced {
                     self.stats.coalesced();
                     outcome = Outcome::Coalesced;
@@ -360,24 +389,51 @@ where
         R: Send,
     {
         let Ok(key) = key.0 else { return };
-        let Some(renewal) = self.renewals.claim(&key.bytes) else {
+        let Some(renewal) = self.renewals.claim(&key.bytes, self.process.clock.ticks()) else {
             return;
         };
         self.stats.eager_refresh();
         tokio::spawn(async move {
-            let _renewal = renewal;
+            let mut renewal = renewal;
             let mut outcome = Outcome::BackendError;
-            // The caller already answered: whatever this yields, only the stores matter.
-            let _ = self
+            // The caller already answered: only the stores matter, and a failure leaves the
+            // entry as it is (no stale value stands in for it), tried again after a pause.
+            let (renewed, _) = self
                 .flights
                 .run(&key.bytes, || async {
                     match self.prepare_renewal(&key, &mut outcome).await {
-                        Ok(prepared) => self.finish(&key, body, prepared, &mut outcome).await,
+                        Ok(prepared) => self.finish_renewal(&key, body, prepared, &mut outcome).await,
                         Err(answer) => answer,
                     }
                 })
                 .await;
+            if renewed.is_err() {
+                let pause = self
+                    .fail_safe
+                    .map_or(RENEWAL_PAUSE, |fail_safe| fail_safe.throttle);
+                renewal.pause_until(self.process.clock.ticks().saturating_add(nanos(pause)));
+            }
         });
+    }
+
+    /// The body of an eager refresh: its value stored as a miss's would be; a value the
+    /// function does not cache (`cache_none = false`) removes the entry it would replace.
+    async fn finish_renewal(
+        &'static self,
+        key: &Encoded<K>,
+        body: impl Future<Output = R>,
+        prepared: Prepared<V>,
+        outcome: &mut Outcome,
+    ) -> Result<V, R> {
+        let value = self.compute(body, outcome).await.cached()?;
+        if self.uncached.is_some_and(|uncached| uncached(&value)) {
+            if let Err(err) = self.drop_key(key).await {
+                self.errors.absorbed("eager refresh", &err);
+            }
+            return Ok(value);
+        }
+        self.keep(key, value, prepared.snapshot, prepared.destination, outcome)
+            .await
     }
 
     /// `refresh_<fn>`: runs the body now, stores its value in both tiers as the newest, and
@@ -493,8 +549,10 @@ where
         let stripe = stripe_of(&key.bytes);
         // Taken before reading L2: an invalidation after this point refuses our L1 store.
         let snapshot = self.epochs.snapshot(stripe);
+        let found = self.read_l2(key, stripe, snapshot, fresh_beyond).await;
+        // stampede = "fleet": another process may be computing the key (see `fleet`).
         match self
-            .read_l2(key, stripe, snapshot, fresh_beyond)
+            .fleet_turn(key, stripe, snapshot, fresh_beyond, found.map_err(Err)?)
             .await
             .map_err(Err)?
         {
@@ -506,6 +564,18 @@ where
                 Err(Ok(value))
             }
             Found::Nothing(destination, stale) => {
+                if let (Some(stale), Some(_)) = (&stale, self.hard_timeout) {
+                    // Where every caller past `hard_timeout` looks for one.
+                    self.admit(key, snapshot, || {
+                        self.l1.insert_stale(
+                            key.stored.clone(),
+                            destination.id(),
+                            stale,
+                            snapshot.all,
+                            Duration::ZERO,
+                        );
+                    });
+                }
                 let stale = match self.fail_safe {
                     None => None,
                     Some(_) => stale.or_else(|| self.l1.stale(&key.stored, snapshot.all, self.max_age())),
@@ -564,7 +634,6 @@ where
         V: Send,
         R: Send,
     {
-        let started = tokio::time::Instant::now();
         let Prepared {
             snapshot,
             destination,
@@ -594,20 +663,31 @@ where
                 }
             }
         }
-        let Some(hard) = self.hard_timeout else {
-            let joined = task.await;
-            return self.joined(key, id.as_ref(), stale, snapshot, joined, outcome);
-        };
-        match tokio::time::timeout_at(started + hard.after, &mut task).await {
-            Ok(joined) => self.joined(key, id.as_ref(), stale, snapshot, joined, outcome),
-            Err(_) => {
-                let failure = Failure::TimedOut(hard.after);
-                match stale {
-                    Some(stale) => self.rescue(key, id.as_ref(), stale, snapshot, failure, outcome),
-                    None => self.fail(failure),
-                }
+        // `hard_timeout` bounds every caller's wait from its arrival (see `miss`).
+        let joined = task.await;
+        self.joined(key, id.as_ref(), stale, snapshot, joined, outcome)
+    }
+
+    /// A caller's answer past `hard_timeout`: the stale value this process holds for the key
+    /// (a leader puts one it found in L2 there too), else `TimedOut`.
+    fn past_hard_timeout(&self, key: &Encoded<K>, after: Duration, outcome: &mut Outcome) -> R {
+        let snapshot = self.epochs.snapshot(stripe_of(&key.bytes));
+        let failure = Failure::TimedOut(after);
+        let answer = match self.l1.stale(&key.stored, snapshot.all, self.max_age()) {
+            Some(stale) => {
+                let id = self.l1_id(key);
+                self.rescue(key, id.as_ref(), stale, snapshot, failure, outcome)
             }
-        }
+            None => self.fail(failure),
+        };
+        answer.map_or_else(|output| output, R::from_cached)
+    }
+
+    /// The id other processes' notices name the key's entry by, if the function has an L2.
+    fn l1_id(&self, key: &Encoded<K>) -> Option<EntryId> {
+        self.codec?;
+        let installed = self.process.installed()?;
+        Some(installed.entry_id(self.name, self.version, &key.bytes))
     }
 
     /// What a detached body's task ended with, for its caller.
@@ -778,7 +858,7 @@ where
         }
         let mut stale = None;
         if let Some(bytes) = &row.value {
-            match linked.codec.decode(bytes) {
+            match self.decode(&linked.codec, key, bytes) {
                 Ok(value) => {
                     // A row lives `fail_safe` past its freshness (see `l2_lifetime`).
                     let window = self
@@ -813,6 +893,7 @@ where
             observed: row.observed,
             read_at,
             losses,
+            lease: None,
         };
         Ok(Found::Nothing(Destination::Both(write_back), stale))
     }
@@ -840,8 +921,9 @@ where
             observed,
             read_at,
             losses,
+            lease,
         } = write_back;
-        let bytes = match linked.codec.encode(value) {
+        let bytes = match self.encode(&linked.codec, key, value) {
             Ok(bytes) => bytes,
             Err(reason) => {
                 tracing::warn!(cache = self.name, %reason, "tiered: value cannot be encoded; kept in L1 only");
@@ -887,6 +969,8 @@ where
                 let tasks = linked.installed.tasks.clone();
                 tasks.spawn(async move {
                     let entry = self.entry_at(&key, id, stripe);
+                    // Let go of the key's lease once the write is done.
+                    let _lease = lease;
                     let written = self
                         .attempt(&linked.installed, || {
                             linked
@@ -949,7 +1033,7 @@ where
             }
             L2Access::Installed(linked) => {
                 let entry = self.entry(&linked.installed, key, stripe);
-                match linked.codec.encode(value) {
+                match self.encode(&linked.codec, key, value) {
                     Ok(bytes) => {
                         let overwritten = self
                             .attempt(&linked.installed, || {
@@ -1020,6 +1104,30 @@ where
             id,
             stripe,
             tags: &key.tags,
+        }
+    }
+
+    /// A value as its L2 row holds it: a tagged entry's begins with the digest of its tags, so
+    /// a row written under other tags (tags that are not a function of the key) is not
+    /// taken for it (their epochs differ, yet their sums may not).
+    fn encode(&self, codec: &Codec<V>, key: &Encoded<K>, value: &V) -> Result<Vec<u8>, String> {
+        let encoded = codec.encode(value)?;
+        if key.tags.is_empty() {
+            return Ok(encoded);
+        }
+        let mut bytes = key.tags.digest().to_vec();
+        bytes.extend_from_slice(&encoded);
+        Ok(bytes)
+    }
+
+    /// The value of an L2 row written by [`FnCache::encode`].
+    fn decode(&self, codec: &Codec<V>, key: &Encoded<K>, bytes: &[u8]) -> Result<V, String> {
+        if key.tags.is_empty() {
+            return codec.decode(bytes);
+        }
+        match bytes.split_at_checked(32) {
+            Some((digest, value)) if digest == key.tags.digest() => codec.decode(value),
+            _ => Err("the row was written under other tags".to_owned()),
         }
     }
 
@@ -1147,7 +1255,14 @@ where
 
     fn evict_remote(&self, notice: &Notice) {
         match notice {
-            Notice::Key { stripe, id } => self.epochs.invalidate(*stripe, || self.l1.remove_by_id(id)),
+            Notice::Key { stripe, id } => self.epochs.invalidate(*stripe, || {
+                self.l1.remove_by_id(id);
+                // A caller from now on must not join a computation that began before.
+                if let Some(installed) = self.process.installed() {
+                    self.flights
+                        .forget_where(|bytes| installed.entry_id(self.name, self.version, bytes) == *id);
+                }
+            }),
             Notice::All => self.drop_all_l1(),
             // The registry fans these out to every cache.
             Notice::Tag(_) | Notice::Clear => return,
@@ -1156,6 +1271,11 @@ where
     }
 
     fn evict_tag(&self, tag: &TagHash) {
+        // Which tags a running computation's entry carries is not kept: every one of a tagged
+        // function is detached, so no caller from now on joins one that began before.
+        if self.tagged.load(Relaxed) {
+            self.flights.forget_all();
+        }
         let keys = self.tag_index.take(tag);
         if keys.is_empty() {
             return;
@@ -1167,5 +1287,6 @@ where
     }
 }
 
+mod fleet;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{Entry, Observed, Op, Row, L2};
+use crate::backend::{Entry, EntryId, Lease, Observed, Op, Row, L2};
 use crate::breaker::Breaker;
 use crate::error::BackendError;
 use crate::tags::TagHash;
@@ -84,6 +84,21 @@ impl Guarded {
 
     pub(crate) async fn invalidate_all(&self, function: &str) -> Result<(), BackendError> {
         self.run("invalidate all", self.inner.invalidate_all(function))
+            .await
+    }
+
+    pub(crate) async fn take_lease(
+        &self,
+        id: &EntryId,
+        holder: i64,
+        length: Duration,
+    ) -> Result<Lease, BackendError> {
+        self.run("take lease", self.inner.take_lease(id, holder, length))
+            .await
+    }
+
+    pub(crate) async fn release_lease(&self, id: &EntryId, holder: i64) -> Result<(), BackendError> {
+        self.run("release lease", self.inner.release_lease(id, holder))
             .await
     }
 

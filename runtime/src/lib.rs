@@ -23,6 +23,7 @@ mod guard;
 mod invalidation;
 mod key;
 mod l1;
+mod lease;
 mod listener;
 #[cfg(feature = "metrics")]
 mod measure;

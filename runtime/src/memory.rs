@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::backend::{Entry, EntryId, Observed, Op, Row, L2, TOMBSTONE_LIFETIME};
+use crate::backend::{Entry, EntryId, Lease, Observed, Op, Row, L2, TOMBSTONE_LIFETIME};
 use crate::clock::Clock;
 use crate::error::BackendError;
 use crate::notice::{Notice, Payload};
@@ -24,6 +24,8 @@ pub(crate) enum Operation {
     InvalidateAll,
     InvalidateTag,
     ClearAll,
+    TakeLease,
+    ReleaseLease,
 }
 
 /// What an armed fault does to an operation.
@@ -62,6 +64,8 @@ struct Table {
     listeners: Vec<(&'static Registry, u64)>,
     faults: Vec<Armed>,
     calls: HashMap<Operation, u32>,
+    /// Leases by entry: their holder and expiry, on tokio's clock (the one waiters sleep on).
+    leases: HashMap<EntryId, (i64, tokio::time::Instant)>,
 }
 
 /// A table shared by the simulated processes of one test.
@@ -311,4 +315,29 @@ impl L2 for MemoryL2 {
     }
 
     fn close(&self) {}
+
+    fn take_lease<'a>(&'a self, id: &'a EntryId, holder: i64, length: Duration) -> Op<'a, Lease> {
+        Box::pin(self.run(Operation::TakeLease, move |table, _| {
+            let now = tokio::time::Instant::now();
+            match table.leases.get(id) {
+                Some((_, expires_at)) if *expires_at > now => Lease::Held,
+                _ => {
+                    table.leases.insert(*id, (holder, now + length));
+                    Lease::Taken
+                }
+            }
+        }))
+    }
+
+    fn release_lease<'a>(&'a self, id: &'a EntryId, holder: i64) -> Op<'a, ()> {
+        Box::pin(self.run(Operation::ReleaseLease, move |table, _| {
+            if table
+                .leases
+                .get(id)
+                .is_some_and(|(held_by, _)| *held_by == holder)
+            {
+                table.leases.remove(id);
+            }
+        }))
+    }
 }

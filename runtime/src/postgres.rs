@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::backend::{Entry, Observed, Op, Row, L2, TOMBSTONE_LIFETIME};
-use crate::error::BackendError;
+use crate::backend::{Entry, EntryId, Lease, Observed, Op, Row, L2, TOMBSTONE_LIFETIME};
+use crate::error::{describe, BackendError};
 use crate::notice::{Notice, Payload};
 use crate::protocol::{Param, Protocol};
 use crate::readers::{Reader, Readers};
@@ -82,6 +82,11 @@ struct Statements {
     /// end of a sequential scan). Tombstones are left to expire: one that went early could let
     /// a computation that started before its invalidation store its stale value.
     evict: String,
+    /// Takes `$1`'s lease for `$2` unless an unexpired one is there (one row: taken). A lease
+    /// lives in a table of its own: it must never shorten or replace a tombstone.
+    take_lease: String,
+    /// Lets go of `$1`'s lease if `$2` still holds it.
+    release_lease: String,
 }
 
 impl Statements {
@@ -159,6 +164,13 @@ impl Statements {
                  WHERE namespace = $2 AND updated_at <= $3 AND value IS NOT NULL \
                  ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING 1) SELECT count(*) FROM deleted"
             ),
+            take_lease: format!(
+                "INSERT INTO {table}_leases AS l (id, holder, expires_at) \
+                 VALUES ($1, $2, now() + make_interval(secs => $3)) \
+                 ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+                 WHERE l.expires_at <= now()"
+            ),
+            release_lease: format!("DELETE FROM {table}_leases WHERE id = $1 AND holder = $2"),
         }
     }
 }
@@ -650,6 +662,51 @@ impl L2 for PgBackend {
 
     fn close(&self) {
         self.pool.close();
+    }
+
+    fn take_lease<'a>(&'a self, id: &'a EntryId, holder: i64, length: Duration) -> Op<'a, Lease> {
+        Box::pin(async move {
+            // One autocommit statement: no session state, nothing held while the body runs.
+            self.with_client("take lease", |client| async move {
+                let params: [Param; 3] = [
+                    (&&id[..], Type::BYTEA),
+                    (&holder, Type::INT8),
+                    (&length.as_secs_f64(), Type::FLOAT8),
+                ];
+                match self
+                    .protocol
+                    .execute(&client, &self.sql.take_lease, &params)
+                    .await
+                {
+                    Ok(1) => Ok(Lease::Taken),
+                    Ok(_) => Ok(Lease::Held),
+                    // Tables made before leases existed, or a role granted the others only:
+                    // not an outage.
+                    Err(err)
+                        if matches!(
+                            err.code(),
+                            Some(&SqlState::UNDEFINED_TABLE | &SqlState::INSUFFICIENT_PRIVILEGE)
+                        ) =>
+                    {
+                        Ok(Lease::Unusable(describe(&err)))
+                    }
+                    Err(err) => Err(err),
+                }
+            })
+            .await
+        })
+    }
+
+    fn release_lease<'a>(&'a self, id: &'a EntryId, holder: i64) -> Op<'a, ()> {
+        Box::pin(async move {
+            self.execute(
+                "release lease",
+                &self.sql.release_lease,
+                &[(&&id[..], Type::BYTEA), (&holder, Type::INT8)],
+            )
+            .await
+            .map(drop)
+        })
     }
 }
 

@@ -109,6 +109,13 @@ CREATE TABLE IF NOT EXISTS {table}_epochs (
     epoch bigint NOT NULL,
     PRIMARY KEY (namespace, function)
 );
+-- stampede = \"fleet\": who computes an entry now (a lease lost in a crash only lets another
+-- process compute). Install does not require it: without it, fleet functions compute per process.
+CREATE {unlogged}TABLE IF NOT EXISTS {table}_leases (
+    id bytea PRIMARY KEY,
+    holder bigint NOT NULL,
+    expires_at timestamptz NOT NULL
+);
 "
         )
     }
@@ -314,6 +321,19 @@ mod tests {
         assert!(
             both.contains("CREATE TABLE IF NOT EXISTS tc_epochs ("),
             "epochs stay logged: {both}"
+        );
+    }
+
+    #[test]
+    fn the_lease_table_is_unlogged_as_the_cache_table_is() {
+        let (plain, unlogged) = (schema(false, false).sql(), schema(true, false).sql());
+        assert!(
+            plain.contains("CREATE TABLE IF NOT EXISTS tc_leases ("),
+            "{plain}"
+        );
+        assert!(
+            unlogged.contains("CREATE UNLOGGED TABLE IF NOT EXISTS tc_leases ("),
+            "{unlogged}"
         );
     }
 

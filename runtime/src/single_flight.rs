@@ -1,6 +1,6 @@
 //! Single-flight: concurrent callers of one key share one L2 read and one body execution.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -66,6 +66,11 @@ impl<V: Clone> Flights<V> {
         self.map().remove(key);
     }
 
+    /// Detaches the flights of the keys `matches` picks.
+    pub(crate) fn forget_where(&self, matches: impl Fn(&KeyBytes) -> bool) {
+        self.map().retain(|key, _| !matches(key));
+    }
+
     /// Detaches every flight.
     pub(crate) fn forget_all(&self) {
         self.map().clear();
@@ -87,31 +92,50 @@ impl<V: Clone> Flights<V> {
 }
 
 /// The keys whose value is being refreshed in the background (`eager_refresh`): one refresh
-/// per key at a time, claimed before its task is spawned.
+/// per key at a time, claimed before its task is spawned; after a failed one, none until a
+/// pause has passed (in clock ticks).
 #[derive(Default)]
-pub(crate) struct Renewals(Mutex<HashSet<KeyBytes>>);
+pub(crate) struct Renewals(Mutex<HashMap<KeyBytes, Option<u64>>>);
 
-/// A claimed refresh; dropping it lets the key be refreshed again.
+/// A claimed refresh; dropping it lets the key be refreshed again (after its pause, if any).
 pub(crate) struct Renewal<'a> {
     renewals: &'a Renewals,
     key: KeyBytes,
+    paused_until: Option<u64>,
 }
 
 impl Renewals {
-    /// Claims `key`, unless a refresh of it is running.
-    pub(crate) fn claim(&self, key: &KeyBytes) -> Option<Renewal<'_>> {
+    /// Claims `key` at `now`, unless a refresh of it is running or pausing.
+    pub(crate) fn claim(&self, key: &KeyBytes, now: u64) -> Option<Renewal<'_>> {
         let mut keys = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        keys.insert(key.clone()).then(|| Renewal {
+        match keys.get(key) {
+            None => {}
+            Some(Some(until)) if *until <= now => {}
+            Some(_) => return None,
+        }
+        keys.insert(key.clone(), None);
+        Some(Renewal {
             renewals: self,
             key: key.clone(),
+            paused_until: None,
         })
+    }
+}
+
+impl Renewal<'_> {
+    /// No refresh of the key until `until`.
+    pub(crate) fn pause_until(&mut self, until: u64) {
+        self.paused_until = Some(until);
     }
 }
 
 impl Drop for Renewal<'_> {
     fn drop(&mut self) {
         let mut keys = self.renewals.0.lock().unwrap_or_else(PoisonError::into_inner);
-        keys.remove(&self.key);
+        match self.paused_until {
+            None => keys.remove(&self.key),
+            Some(until) => keys.insert(self.key.clone(), Some(until)),
+        };
     }
 }
 

@@ -78,6 +78,9 @@ pub struct Spec<V: 'static, R: 'static> {
     pub eager_refresh: Option<f64>,
     /// `cache_none = false`: which values are returned but not stored (`Option::is_none`).
     pub uncached: Option<fn(&V) -> bool>,
+    /// `stampede = "fleet"`: the lease a process takes to compute a missing key while other
+    /// processes wait for its value; `None`: `"process"`, each process computes.
+    pub fleet_lease: Option<Duration>,
 }
 
 /// How long expired values may still answer when no fresh one can be had.

@@ -34,6 +34,8 @@ pub struct FunctionStats {
     /// Tag invalidations (`invalidate_tag`, here or in another process) that dropped entries
     /// of this function from this process's L1.
     pub tag_invalidations: u64,
+    /// Misses that waited for another process to compute the key (`stampede = "fleet"`).
+    pub fleet_waits: u64,
 }
 
 /// The live counters of one function.
@@ -50,6 +52,7 @@ pub(crate) struct FnStats {
     stale_served: AtomicU64,
     eager_refreshes: AtomicU64,
     tag_invalidations: AtomicU64,
+    fleet_waits: AtomicU64,
 }
 
 impl FnStats {
@@ -87,6 +90,9 @@ impl FnStats {
     pub(crate) fn tag_invalidation(&self) {
         self.tag_invalidations.fetch_add(1, Relaxed);
     }
+    pub(crate) fn fleet_wait(&self) {
+        self.fleet_waits.fetch_add(1, Relaxed);
+    }
 
     pub(crate) fn snapshot(&self) -> FunctionStats {
         FunctionStats {
@@ -101,6 +107,7 @@ impl FnStats {
             stale_served: self.stale_served.load(Relaxed),
             eager_refreshes: self.eager_refreshes.load(Relaxed),
             tag_invalidations: self.tag_invalidations.load(Relaxed),
+            fleet_waits: self.fleet_waits.load(Relaxed),
         }
     }
 }
@@ -138,5 +145,6 @@ impl std::ops::AddAssign for FunctionStats {
         self.stale_served += other.stale_served;
         self.eager_refreshes += other.eager_refreshes;
         self.tag_invalidations += other.tag_invalidations;
+        self.fleet_waits += other.fleet_waits;
     }
 }

@@ -1,7 +1,7 @@
 //! Tags: the names an entry is invalidated by across functions, their digests, and this
 //! process's record of which were invalidated.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -21,6 +21,15 @@ impl Tags {
 
     pub(crate) fn hashes(&self) -> impl Iterator<Item = &TagHash> {
         self.0.iter().map(|(_, hash)| hash)
+    }
+
+    /// A digest of the whole set.
+    pub(crate) fn digest(&self) -> [u8; 32] {
+        let mut digest = Sha256::new();
+        for hash in self.hashes() {
+            digest.update(hash);
+        }
+        digest.finalize().into()
     }
 
     /// The tags' rows in the epochs table (see [`epoch_name`]).
@@ -65,18 +74,27 @@ pub(crate) fn epoch_name(hash: &TagHash) -> String {
 /// The name of the namespace's own row in the epochs table, bumped by `clear_all`.
 pub(crate) const NAMESPACE_EPOCH: &str = "";
 
-/// How often each tag was invalidated as this process knows it (by itself or by notices).
-/// A computation notes the sum over its entry's tags before it starts and stores its entry
-/// in L1 only if that sum has not moved, under the same lock that tag invalidations take to
-/// evict: so an entry invalidated by tag while computing is never stored.
-pub(crate) struct TagEpochs(Mutex<BTreeMap<TagHash, u64>>);
+/// How often the tags were invalidated as this process knows it (by itself or by notices),
+/// in a fixed number of counters a tag's digest picks: memory stays bounded however many tags
+/// are invalidated, and two tags sharing a counter only refuse each other's stores (a missed
+/// fill, never a stale one). A computation notes the sum over its entry's tags before it
+/// starts and stores its entry in L1 only if that sum has not moved, under the same lock that
+/// tag invalidations take to evict: so an entry invalidated by tag while computing is never
+/// stored.
+pub(crate) struct TagEpochs(Mutex<[u64; SLOTS]>);
+
+const SLOTS: usize = 4096;
+
+fn slot(hash: &TagHash) -> usize {
+    usize::from(u16::from_le_bytes([hash[0], hash[1]])) % SLOTS
+}
 
 /// The tag epochs, locked.
-pub(crate) struct Locked<'a>(MutexGuard<'a, BTreeMap<TagHash, u64>>);
+pub(crate) struct Locked<'a>(MutexGuard<'a, [u64; SLOTS]>);
 
 impl TagEpochs {
     pub(crate) const fn new() -> Self {
-        TagEpochs(Mutex::new(BTreeMap::new()))
+        TagEpochs(Mutex::new([0; SLOTS]))
     }
 
     pub(crate) fn lock(&self) -> Locked<'_> {
@@ -93,12 +111,12 @@ impl TagEpochs {
 impl Locked<'_> {
     pub(crate) fn sum(&self, tags: &Tags) -> u64 {
         tags.hashes()
-            .map(|hash| self.0.get(hash).copied().unwrap_or(0))
+            .map(|hash| self.0[slot(hash)])
             .fold(0, u64::wrapping_add)
     }
 
     pub(crate) fn bump(&mut self, hash: &TagHash) {
-        *self.0.entry(*hash).or_default() += 1;
+        self.0[slot(hash)] += 1;
     }
 }
 
@@ -115,8 +133,8 @@ impl<K: Hash + Eq + Clone> TagIndex<K> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records `key` under each of `tags`; past `limit` keys under one tag, keeps only those
-    /// `live` still holds.
+    /// Records `key` under each of `tags`; past `limit` keys under one tag or `limit` tags,
+    /// keeps only the keys `live` still holds (and the tags that still have one).
     pub(crate) fn insert(&self, key: &K, tags: &Tags, limit: usize, live: impl Fn(&K) -> bool) {
         let mut map = self.map();
         for hash in tags.hashes() {
@@ -125,6 +143,12 @@ impl<K: Hash + Eq + Clone> TagIndex<K> {
             if keys.len() > limit {
                 keys.retain(&live);
             }
+        }
+        if map.len() > limit {
+            map.retain(|_, keys| {
+                keys.retain(&live);
+                !keys.is_empty()
+            });
         }
     }
 

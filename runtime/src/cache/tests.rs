@@ -101,6 +101,7 @@ fn spec<R>(on_failure: OnFailure<R>) -> Spec<u64, R> {
         hard_timeout: None,
         eager_refresh: None,
         uncached: None,
+        fleet_lease: None,
     }
 }
 
@@ -840,6 +841,7 @@ async fn a_bodys_err_is_computed_and_a_backend_error_handed_to_the_caller_is_a_b
     assert_eq!(answered(g, 1, async { 3 }).await, (3, Outcome::Computed));
 }
 
+mod fleet;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod resilience;

@@ -413,6 +413,7 @@ fn optional(process: &'static Process) -> &'static FnCache<Option<u64>, Key, Opt
         hard_timeout: None,
         eager_refresh: None,
         uncached: Some(Option::is_none),
+        fleet_lease: None,
     };
     let cache = Box::leak(Box::new(FnCache::new("f", &spec, process)));
     process.registry.register(cache);
@@ -465,4 +466,77 @@ async fn with_fail_safe_l1_entries_answer_while_the_listener_is_down_up_to_the_w
     world.mock.advance(Duration::from_nanos(1));
     assert_eq!(call(f, 1, async { 2 }).await, 1, "past the window: from L2");
     assert_eq!(stats(f).l2_hits, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_hard_timeout_every_waiting_caller_is_answered_and_the_body_runs_once() {
+    let world = World::new();
+    let f = cache(world.process(), timeouts(None, Some(Duration::from_millis(500))));
+    let origin = Origin::new();
+    let started = tokio::time::Instant::now();
+    let callers: Vec<_> = (0..3)
+        .map(|_| {
+            let origin = origin.clone();
+            tokio::spawn(async move {
+                let slow = {
+                    let origin = origin.clone();
+                    async move { origin.slow(8, Duration::from_secs(2)).await }
+                };
+                call_detached(f, 1, slow).await
+            })
+        })
+        .collect();
+    for caller in callers {
+        assert!(matches!(caller.await.unwrap(), Err(AppError::TimedOut(_))));
+    }
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(500),
+        "each waited its own bound"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(origin.runs(), 1, "the waiters did not start bodies of their own");
+}
+
+#[tokio::test]
+async fn a_failed_eager_refresh_serves_nothing_stale_and_pauses_before_the_next() {
+    let world = World::new();
+    let f = cache(
+        world.process(),
+        Spec {
+            l1_ttl: Some(Duration::from_secs(2)),
+            l2_ttl: Some(Duration::from_secs(2)),
+            eager_refresh: Some(0.5),
+            ..fail_safe(ANSWER_L1_ONLY)
+        },
+    );
+    let origin = Origin::new();
+    let key = || Parts((1u64,));
+    assert_eq!(call(f, 1, origin.answer(1)).await, Ok(1));
+    world.mock.advance(Duration::from_millis(1_100));
+    let Hit::Due(1) = f.hit_aged(&key()) else {
+        panic!("due")
+    };
+    f.renew(f.resolve(key()), origin.failure_owned());
+    while origin.runs() < 2 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        stats(f).stale_served,
+        0,
+        "no caller was answered with a stale value"
+    );
+    f.renew(f.resolve(key()), origin.failure_owned());
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(origin.runs(), 2, "paused after the failure");
+    world.mock.advance(THROTTLE);
+    f.renew(f.resolve(key()), origin.failure_owned());
+    while origin.runs() < 3 {
+        tokio::task::yield_now().await;
+    }
 }

@@ -138,3 +138,44 @@ async fn when_l2_cannot_be_updated_the_error_is_returned_and_l1_drops_the_entrie
     assert_eq!(invalidate_tag_in(process, "user:1").await, Err(unavailable()));
     assert_eq!(f.hit(&Parts((1u64,))), None);
 }
+
+#[tokio::test]
+async fn a_caller_after_a_tag_invalidation_does_not_join_a_computation_from_before() {
+    let world = World::new();
+    let process = world.process();
+    let f = named(process, "f");
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let before = tokio::spawn({
+        let (started, release) = (started.clone(), release.clone());
+        async move {
+            call_tagged(f, 1, &["user:1"], async move {
+                started.notify_one();
+                release.notified().await;
+                7
+            })
+            .await
+        }
+    });
+    started.notified().await;
+    invalidate_tag_in(process, "user:1").await.unwrap();
+    assert_eq!(
+        call_tagged(f, 1, &["user:1"], async { 8 }).await,
+        8,
+        "a computation of its own"
+    );
+    release.notify_one();
+    assert_eq!(before.await.unwrap(), 7);
+}
+
+#[tokio::test]
+async fn a_row_written_under_other_tags_is_not_taken_for_the_entry() {
+    let world = World::new();
+    let (a, b) = (named(world.process(), "f"), named(world.process(), "f"));
+    assert_eq!(call_tagged(a, 1, &["a"], async { 7 }).await, 7);
+    invalidate_tag_in(a.process, "a").await.unwrap();
+    assert_eq!(
+        call_tagged(b, 1, &["b"], async { 8 }).await,
+        8,
+        "the row carries tag a, whatever the sums say"
+    );
+}
