@@ -319,6 +319,11 @@ fn settings(args: &Args) -> darling::Result<Settings> {
             Error::custom("`name` must not be empty: it names the cache in L2 and in stats").with_span(lit),
         );
     }
+    if let Some(lit) = args.name.as_ref().filter(|lit| lit.value().starts_with('#')) {
+        errors.push(
+            Error::custom("`name` must not start with `#`: L2 keeps tags under such names").with_span(lit),
+        );
+    }
     let fleet_lease = args
         .stampede
         .as_ref()

@@ -1154,8 +1154,9 @@ where
 
     /// While the invalidation listener is down, L1 entries of an L2-backed function are
     /// served only while young: another process may have invalidated them meanwhile.
-    /// With `fail_safe`, they are served up to its window: no invalidation can commit while
-    /// no one reaches L2, and the window is what the function accepts as stale.
+    /// With `fail_safe`, they are served up to its window, what the function accepts as stale:
+    /// in an outage no invalidation can commit; in a partition of this process alone, one
+    /// made elsewhere may be served here that long (the README states the trade-off).
     #[inline]
     fn max_age(&self) -> Option<Duration> {
         match self.codec {
