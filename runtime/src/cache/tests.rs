@@ -556,6 +556,18 @@ async fn a_computation_overtaken_by_another_process_invalidation_stores_nowhere(
 }
 
 #[tokio::test]
+async fn after_another_processs_invalidation_a_caller_does_not_join_a_computation_from_before() {
+    let world = World::new();
+    let a = cache(world.process(), spec(L1_ONLY));
+    let b = cache(world.process(), spec(L1_ONLY));
+    let (computing, release) = held_computation(a, 7).await;
+    b.invalidate(b.resolve(Parts((1u64,)))).await.unwrap();
+    assert_eq!(call(a, 1, async { 8 }).await, 8, "a computation of its own");
+    release.notify_one();
+    assert_eq!(computing.await.unwrap(), 7);
+}
+
+#[tokio::test]
 async fn a_refresh_wins_over_a_computation_that_started_before_it() {
     let world = World::new();
     let a = cache(world.process(), spec(L1_ONLY));
