@@ -16,6 +16,7 @@ use crate::l1::L1;
 use crate::notice::Notice;
 use crate::outcome::{self, Outcome};
 use crate::output::Output;
+use crate::pending::Owed;
 use crate::policy::{self, ErrorLog, OnFailure};
 use crate::process::{Installed, Process};
 use crate::registry::RegisteredCache;
@@ -73,8 +74,9 @@ enum Found<V> {
 
 /// Where the leader stores what it computed.
 enum Destination<V> {
-    /// L1 alone: no L2, or L2 failed and the policy absorbed it.
-    L1,
+    /// L1 alone: no L2, or L2 failed and the policy absorbed it. With the entry's L2 id, so
+    /// that other processes' invalidations (notices, a reconnection's lookup) reach it.
+    L1(Option<EntryId>),
     /// L2, conditional on what the read observed, then L1.
     Both(WriteBack<V>),
 }
@@ -193,8 +195,15 @@ where
             L2Access::NotInstalled => Err(BackendError::NotConfigured),
             L2Access::Installed(linked) => {
                 let entry = self.entry(&linked.installed, &key, stripe);
-                self.attempt(&linked.installed, || linked.installed.l2.invalidate(&entry))
-                    .await
+                let l2 = &linked.installed.l2;
+                let done = self.attempt(&linked.installed, || l2.invalidate(&entry)).await;
+                // Owed to L2 (and so to other processes) until it answers: see `pending`.
+                // Past its bound, an invalidate-all is owed instead, and applied here too.
+                done.inspect_err(|err| {
+                    if l2.owe(Owed::Key(entry), err, &self.stats) {
+                        self.drop_all_l1();
+                    }
+                })
             }
         };
         self.epochs.invalidate(stripe, || {
@@ -211,10 +220,13 @@ where
             L2Access::Absent => Ok(()),
             L2Access::NotInstalled => Err(BackendError::NotConfigured),
             L2Access::Installed(linked) => {
-                self.attempt(&linked.installed, || {
-                    linked.installed.l2.invalidate_all(self.name)
+                let l2 = &linked.installed.l2;
+                let done = self
+                    .attempt(&linked.installed, || l2.invalidate_all(self.name))
+                    .await;
+                done.inspect_err(|err| {
+                    l2.owe(Owed::All(self.name), err, &self.stats);
                 })
-                .await
             }
         };
         self.drop_all_l1();
@@ -269,10 +281,10 @@ where
 
     async fn read_l2(&self, key: &Encoded<K>, stripe: usize, snapshot: Snapshot) -> Result<Found<V>, R> {
         let linked = match self.l2() {
-            L2Access::Absent => return Ok(Found::Nothing(Destination::L1)),
+            L2Access::Absent => return Ok(Found::Nothing(Destination::L1(None))),
             L2Access::NotInstalled => {
                 self.settle("read", Err(BackendError::NotConfigured))?;
-                return Ok(Found::Nothing(Destination::L1));
+                return Ok(Found::Nothing(Destination::L1(None)));
             }
             L2Access::Installed(linked) => linked,
         };
@@ -294,7 +306,7 @@ where
             Ok(row) => row,
             Err(err) => {
                 self.settle("read", Err(err))?;
-                return Ok(Found::Nothing(Destination::L1));
+                return Ok(Found::Nothing(Destination::L1(Some(entry.id))));
             }
         };
         if known_epoch.is_none() {
@@ -335,8 +347,8 @@ where
         destination: Destination<V>,
     ) -> Result<(), R> {
         let write_back = match destination {
-            Destination::L1 => {
-                self.store_l1(key, None, value, snapshot, None);
+            Destination::L1(id) => {
+                self.store_l1(key, id.as_ref(), value, snapshot, None);
                 return Ok(());
             }
             Destination::Both(write_back) => write_back,
@@ -587,6 +599,15 @@ where
 
     fn clear_l1(&self) {
         self.drop_all_l1();
+    }
+
+    fn evict_ids(&self, ids: &[EntryId]) {
+        self.epochs.invalidate_every_stripe(|| {
+            for id in ids {
+                self.l1.remove_by_id(id);
+                self.stats.invalidation();
+            }
+        });
     }
 
     fn evict_remote(&self, notice: &Notice) {

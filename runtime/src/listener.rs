@@ -1,5 +1,6 @@
 //! Cross-process invalidation: a dedicated LISTEN connection that evicts the L1 entries other
-//! processes invalidated, and caps L1 staleness while it is disconnected.
+//! processes invalidated, caps L1 staleness while it is disconnected, and on reconnecting
+//! evicts what it missed (see `resync`).
 
 use std::convert::Infallible;
 use std::future::poll_fn;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::postgres::PgBackend;
 use crate::probe::{undelivered, Probe, PROBE_EVERY};
 use crate::process::Process;
+use crate::resync::{self, Plan, Server};
 
 /// How the listener connects and what it listens to.
 pub(crate) struct ListenerSettings {
@@ -27,6 +29,9 @@ pub(crate) struct ListenerSettings {
     /// Sends the probes (see `probe`) from one of L2's sessions.
     pub(crate) prober: Weak<PgBackend>,
 }
+
+/// The longest wait between two connection attempts.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// Why a listener connection ended.
 enum Lost {
@@ -49,11 +54,13 @@ pub(crate) async fn run(
     let mut first = Some(first);
     let mut probe = Probe::new(settings.origin);
     let mut undelivered_said = false;
+    // The server as the last probe heard read it: what a reconnection compares L2 with.
+    let mut last_probe: Option<Server> = None;
     let mut pause = Duration::from_millis(50);
     loop {
         let Err(lost) = tokio::select! {
             () = stop.cancelled() => break,
-            outcome = listen(&settings, process, &mut probe, &mut first) => outcome,
+            outcome = listen(&settings, process, &mut probe, &mut first, &mut last_probe) => outcome,
         };
         if process.listener.disconnected() {
             pause = Duration::from_millis(50);
@@ -89,7 +96,9 @@ pub(crate) async fn run(
             () = stop.cancelled() => break,
             () = tokio::time::sleep(pause) => {}
         }
-        pause = (pause * 2).min(Duration::from_secs(5));
+        // Capped low: an attempt costs the server little, and L2 is skipped (see
+        // `Guarded::server_back`) until the listener is back.
+        pause = (pause * 2).min(MAX_PAUSE);
     }
     process.listener.stopped();
 }
@@ -100,12 +109,14 @@ struct Heard {
     payload: String,
 }
 
-/// One connection's life: returns when it is lost.
+/// One connection's life: returns when it is lost. `last_probe` is the server as the last
+/// probe heard read it, on this connection or before.
 async fn listen(
     settings: &ListenerSettings,
     process: &Process,
     probe: &mut Probe,
     first: &mut Option<oneshot::Sender<Result<(), String>>>,
+    last_probe: &mut Option<Server>,
 ) -> Result<Infallible, Lost> {
     let (client, mut connection) = tokio::time::timeout(settings.timeout, settings.config.connect())
         .await
@@ -133,9 +144,12 @@ async fn listen(
         .map_err(|_| Lost::Connection("LISTEN timed out".to_owned()))?
         .map_err(|err| Lost::Connection(err.to_string()))?;
     // Connected once a probe arrives, or at once if none could be sent (L2 is down): notices
-    // of other processes are then taken on trust until the next probe.
+    // of other processes are then taken on trust until the next probe, and nothing tells
+    // what was missed, so every L1 is cleared.
     let mut connected = !send_probe(settings, probe).await;
     if connected {
+        *last_probe = None;
+        process.registry.clear_l1(true);
         connected_now(settings, process, first);
     }
 
@@ -154,9 +168,13 @@ async fn listen(
         tokio::select! {
             heard = received.recv() => match heard {
                 Some(Heard { probe: true, payload }) => {
-                    if probe.heard(&payload) && !connected {
-                        connected = true;
-                        connected_now(settings, process, first);
+                    if let Some(server) = probe.heard(&payload) {
+                        if !connected {
+                            connected = true;
+                            catch_up(settings, process, last_probe.as_ref(), &server).await;
+                            connected_now(settings, process, first);
+                        }
+                        *last_probe = Some(server);
                     }
                 }
                 Some(Heard { probe: false, payload }) => process.registry.apply(&payload, settings.origin),
@@ -172,6 +190,7 @@ async fn listen(
                     .await
                     .map_err(|_| Lost::Connection(format!("no answer within {:?}", settings.timeout)))?
                     .map_err(|err| Lost::Connection(err.to_string()))?;
+                replay_owed(process);
             }
             // Not while one is in flight, the first one included.
             _ = probes.tick(), if probe.deadline().is_none() => {
@@ -181,21 +200,83 @@ async fn listen(
     }
 }
 
-/// Notices reach this connection: whatever was invalidated while nobody listened is unknown,
-/// so drop it all. Clearing bumps each function's epoch, so computations that read L2 before
-/// now cannot store either.
+/// Notices reach this connection, and `server` is L2 as its first probe read it: evicts what
+/// was invalidated since `before` (the last probe heard before), as L2 tells it, or else
+/// every L1 (see `resync`). Evicting bumps the epochs of the functions concerned, so their
+/// computations that read L2 before now cannot store either.
+async fn catch_up(settings: &ListenerSettings, process: &Process, before: Option<&Server>, server: &Server) {
+    let evicted = match resync::plan(before, server) {
+        Plan::ClearAll(reason) => Err(reason.to_owned()),
+        Plan::Evict { since, functions } => match changed_since(settings, since).await {
+            Ok(changed) if changed.len() as i64 <= resync::MAX_ROWS => {
+                let keys = process.registry.evict_changed(&functions, &changed);
+                Ok((keys, functions.len()))
+            }
+            Ok(_) => Err(format!("more than {} rows changed meanwhile", resync::MAX_ROWS)),
+            Err(reason) => Err(format!("L2 could not tell what changed meanwhile: {reason}")),
+        },
+    };
+    match evicted {
+        Ok((keys, functions)) => tracing::info!(
+            keys,
+            functions,
+            "tiered: invalidation listener back: evicted the keys and functions invalidated meanwhile"
+        ),
+        Err(reason) => {
+            process.registry.clear_l1(true);
+            // The first connection has nothing to tell.
+            if before.is_some() {
+                tracing::info!(%reason, "tiered: invalidation listener back: cleared every L1");
+            }
+        }
+    }
+}
+
+/// The rows changed since `since`, one more than a reconnection evicts one by one at most.
+async fn changed_since(
+    settings: &ListenerSettings,
+    since: std::time::SystemTime,
+) -> Result<Vec<(String, crate::backend::EntryId)>, String> {
+    let prober = settings.prober.upgrade().ok_or("the runtime is shutting down")?;
+    tokio::time::timeout(
+        settings.timeout,
+        prober.changed_since(since, resync::MAX_ROWS + 1),
+    )
+    .await
+    .map_err(|_| format!("no answer within {:?}", settings.timeout))?
+    .map_err(|err| err.to_string())
+}
+
+/// The listener is connected, L1 made consistent with L2: L1 is served in full again, L2 is
+/// tried again at once, and what this process owes L2 is replayed.
 fn connected_now(
     settings: &ListenerSettings,
     process: &Process,
     first: &mut Option<oneshot::Sender<Result<(), String>>>,
 ) {
-    process.registry.clear_l1(true);
     process.listener.connected();
+    if let Some(installed) = process.installed() {
+        installed.l2.server_back();
+    }
+    replay_owed(process);
     if let Some(first) = first.take() {
         // The installer may have stopped waiting.
         let _ = first.send(Ok(()));
     }
     tracing::info!(channel = settings.channel, "tiered: listening for invalidations");
+}
+
+/// Replays, in the background, the invalidations this process owes L2 (see `pending`), if any:
+/// the server answers this connection, so it may take them now.
+fn replay_owed(process: &Process) {
+    let Some(installed) = process.installed().filter(|installed| installed.l2.owes()) else {
+        return;
+    };
+    let tasks = installed.tasks.clone();
+    tasks.spawn(async move {
+        // What is still owed stays owed; the next heartbeat tries again.
+        let _ = installed.l2.replay(None).await;
+    });
 }
 
 /// Sends a probe from one of L2's sessions; returns whether it was sent (and is awaited).
@@ -204,10 +285,10 @@ async fn send_probe(settings: &ListenerSettings, probe: &mut Probe) -> bool {
         return false;
     };
     let payload = probe.next_payload();
-    let sent = tokio::time::timeout(settings.timeout, prober.notify(probe.channel(), &payload)).await;
+    let sent = tokio::time::timeout(settings.timeout, prober.probe(probe.channel(), &payload)).await;
     match sent {
-        Ok(Ok(())) => {
-            probe.sent(payload, tokio::time::Instant::now() + settings.timeout);
+        Ok(Ok(server)) => {
+            probe.sent(payload, tokio::time::Instant::now() + settings.timeout, server);
             true
         }
         Ok(Err(err)) => {

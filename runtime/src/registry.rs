@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
+use crate::backend::EntryId;
 use crate::notice::{Notice, Payload};
 use crate::stats::FunctionStats;
 
@@ -21,6 +22,9 @@ pub(crate) trait RegisteredCache: Send + Sync {
     fn clear_l1(&self);
     /// Applies another process's invalidation.
     fn evict_remote(&self, notice: &Notice);
+    /// Evicts the L1 entries stored under these L2 ids, learned without their keys' stripes
+    /// (see `resync`), and keeps computations that started earlier from storing.
+    fn evict_ids(&self, ids: &[EntryId]);
 }
 
 /// The caches of one process.
@@ -79,6 +83,26 @@ impl Registry {
                 cache.clear_l1();
             }
         }
+    }
+
+    /// What a reconnected listener learned from L2 (see `resync`): drops the L1 of the
+    /// `functions` whose epoch moved, and evicts the entries of the `changed` rows (function,
+    /// id). Returns how many rows were of a function this process has.
+    pub(crate) fn evict_changed(&self, functions: &[String], changed: &[(String, EntryId)]) -> usize {
+        let mut ids: BTreeMap<&str, Vec<EntryId>> = BTreeMap::new();
+        for (function, id) in changed {
+            ids.entry(function).or_default().push(*id);
+        }
+        let mut evicted = 0;
+        for cache in self.caches().into_iter().filter(|cache| cache.has_l2()) {
+            if functions.iter().any(|function| function == cache.name()) {
+                cache.clear_l1();
+            } else if let Some(ids) = ids.get(cache.name()) {
+                cache.evict_ids(ids);
+                evicted += ids.len();
+            }
+        }
+        evicted
     }
 
     /// Applies a notice another process sent (skipping this runtime's own, `own_origin`).

@@ -26,6 +26,10 @@ pub struct FunctionStats {
     pub short_circuited: u64,
     /// Invalidations applied to this process's L1 (single keys and whole functions).
     pub invalidations: u64,
+    /// Invalidations whose L2 step failed, queued to be replayed once L2 answers.
+    pub invalidations_queued: u64,
+    /// Queued invalidations replayed to L2 (each queued key, or a whole function).
+    pub invalidations_replayed: u64,
 }
 
 /// The live counters of one function.
@@ -39,6 +43,8 @@ pub(crate) struct FnStats {
     retries: AtomicU64,
     short_circuited: AtomicU64,
     invalidations: AtomicU64,
+    invalidations_queued: AtomicU64,
+    invalidations_replayed: AtomicU64,
 }
 
 impl FnStats {
@@ -67,6 +73,12 @@ impl FnStats {
     pub(crate) fn invalidation(&self) {
         self.invalidations.fetch_add(1, Relaxed);
     }
+    pub(crate) fn invalidation_queued(&self) {
+        self.invalidations_queued.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn invalidation_replayed(&self) {
+        self.invalidations_replayed.fetch_add(1, Relaxed);
+    }
 
     pub(crate) fn snapshot(&self) -> FunctionStats {
         FunctionStats {
@@ -78,6 +90,8 @@ impl FnStats {
             retries: self.retries.load(Relaxed),
             short_circuited: self.short_circuited.load(Relaxed),
             invalidations: self.invalidations.load(Relaxed),
+            invalidations_queued: self.invalidations_queued.load(Relaxed),
+            invalidations_replayed: self.invalidations_replayed.load(Relaxed),
         }
     }
 }
@@ -112,5 +126,7 @@ impl std::ops::AddAssign for FunctionStats {
         self.retries += other.retries;
         self.short_circuited += other.short_circuited;
         self.invalidations += other.invalidations;
+        self.invalidations_queued += other.invalidations_queued;
+        self.invalidations_replayed += other.invalidations_replayed;
     }
 }
