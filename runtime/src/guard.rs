@@ -1,6 +1,7 @@
 //! The bounds of every L2 operation: a timeout (waiting for a connection included), and the
 //! circuit breaker that skips L2 after repeated failures; and the replay of owed invalidations.
 
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,15 +24,18 @@ pub(crate) struct Guarded {
     /// Where L2 is (`host:port/database`), for errors.
     target: String,
     pending: Pending,
-    /// One replay at a time: a caller that waited finds what the other one paid.
-    replaying: tokio::sync::Mutex<()>,
+    /// One replay at a time, holding the last one's error (`None`: it paid everything).
+    replaying: tokio::sync::Mutex<Option<BackendError>>,
+    /// Replays finished so far.
+    replays: AtomicU64,
 }
 
 impl Guarded {
     pub(crate) fn new(inner: Arc<dyn L2>, breaker: Breaker, timeout: Duration, target: String) -> Self {
         Guarded {
             pending: Pending::new(breaker.clock().clone()),
-            replaying: tokio::sync::Mutex::new(()),
+            replaying: tokio::sync::Mutex::new(None),
+            replays: AtomicU64::new(0),
             inner,
             breaker,
             timeout,
@@ -113,7 +117,23 @@ impl Guarded {
         if !self.pending.owes(function) {
             return Ok(());
         }
-        let _turn = self.replaying.lock().await;
+        let seen = self.replays.load(SeqCst);
+        let mut last = self.replaying.lock().await;
+        // A replay that failed while this caller waited answers for it too: callers of a
+        // function that owes do not each wait out a failing server in turn.
+        if let Some(err) = last.as_ref() {
+            if self.replays.load(SeqCst) != seen && self.pending.owes(function) {
+                return Err(err.clone());
+            }
+        }
+        let paid = self.pay(function).await;
+        *last = paid.as_ref().err().cloned();
+        self.replays.fetch_add(1, SeqCst);
+        paid
+    }
+
+    /// [`Guarded::replay`]'s work, under its lock.
+    async fn pay(&self, function: Option<&str>) -> Result<(), BackendError> {
         for due in self.pending.due(function) {
             let replayed = match due.owed {
                 Owed::Key(entry) => self.run("invalidate", self.inner.invalidate(&entry)).await,

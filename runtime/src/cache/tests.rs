@@ -831,3 +831,4 @@ async fn a_bodys_err_is_computed_and_a_backend_error_handed_to_the_caller_is_a_b
 #[cfg(feature = "metrics")]
 mod metrics;
 mod pending;
+mod resync;

@@ -121,3 +121,25 @@ async fn past_the_bound_the_owed_keys_are_replayed_as_one_invalidate_all() {
     assert_eq!(owed_counts(f).1, 1);
     assert_eq!(call(f, 0, async { 2 }).await, 2, "the old row is of a dead epoch");
 }
+
+#[tokio::test(start_paused = true)]
+async fn callers_of_a_function_that_owes_wait_out_one_failing_replay_not_one_each() {
+    let world = World::new();
+    let f = cache(world.process(), spec(L1_ONLY));
+    world.store.inject(Operation::Invalidate, Fault::Hang, None);
+    f.invalidate(key(1)).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let answers = tokio::join!(
+        call(f, 1, async { 1 }),
+        call(f, 2, async { 2 }),
+        call(f, 3, async { 3 })
+    );
+    assert_eq!(answers, (1, 2, 3));
+    assert_eq!(
+        started.elapsed(),
+        L2_TIMEOUT,
+        "one replay timed out, for all three"
+    );
+    assert_eq!(world.store.calls(Operation::Invalidate), 2);
+    assert_eq!(world.store.calls(Operation::Read), 0);
+}
