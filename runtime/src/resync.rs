@@ -5,7 +5,8 @@
 //! probe. After a loss, what it may have missed is therefore in L2 with a later timestamp:
 //! rows an invalidation or a refresh changed (`updated_at` is the changing transaction's
 //! start, so [`MARGIN`] covers one that started before `t` and committed after it), and the
-//! functions whose invalidate-all epoch moved since the last reconnection. Those are evicted;
+//! functions whose invalidate-all epoch moved since that probe read the epochs (one moved
+//! while the listener was connected may be cleared once more). Those are evicted;
 //! the rest of L1 stays. Whatever L2 cannot vouch for clears every L1, as a first connection
 //! does: no earlier state, a lookup that failed or found too much, an outage long enough for
 //! tombstones to be swept, or a restarted server whose UNLOGGED table lost them.
