@@ -284,13 +284,13 @@ fn when_b_loses_its_listener_connection_it_hears_notices_again_and_keeps_the_res
         assert!(Instant::now() < deadline, "B's listener never came back");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let seen: u64 = b.ask("invalidations").parse().unwrap();
     block_on(set_truth(21, 2));
-    b.send(&format!("await_invalidations {}", seen + 1));
     block_on(invalidate_truth(21)).expect("invalidate in A");
     // By a notice, or by what B's reconnection learned from L2 if it came first.
-    assert_ne!(b.answer(), "timeout", "the invalidation reaches B");
-    assert_eq!(b.ask("get 21"), "2 not-l1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.ask("get 21").starts_with("2 ") {
+        assert!(Instant::now() < deadline, "the invalidation never reached B");
+    }
     assert_eq!(b.ask("get 22"), "1 l1", "nothing invalidated it: kept");
 }
 

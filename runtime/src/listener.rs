@@ -148,6 +148,8 @@ async fn listen(
     // what was missed, so every L1 is cleared.
     let mut connected = !send_probe(settings, probe).await;
     if connected {
+        // Unless the connection itself went meanwhile.
+        answers(&client, settings.timeout).await?;
         *last_probe = None;
         process.registry.clear_l1(true);
         connected_now(settings, process, first);
@@ -171,7 +173,7 @@ async fn listen(
                     if let Some(server) = probe.heard(&payload) {
                         if !connected {
                             connected = true;
-                            catch_up(settings, process, last_probe.as_ref(), &server).await;
+                            catch_up(settings, process, last_probe.as_ref(), &server).await?;
                             connected_now(settings, process, first);
                         }
                         *last_probe = Some(server);
@@ -186,10 +188,7 @@ async fn listen(
             // Not before: a pooler could hand the listener's query the very session that
             // holds the LISTEN just as the probe arrives there.
             _ = heartbeat.tick(), if connected => {
-                tokio::time::timeout(settings.timeout, client.simple_query(""))
-                    .await
-                    .map_err(|_| Lost::Connection(format!("no answer within {:?}", settings.timeout)))?
-                    .map_err(|err| Lost::Connection(err.to_string()))?;
+                answers(&client, settings.timeout).await?;
                 replay_owed(process);
             }
             // Not while one is in flight, the first one included.
@@ -200,21 +199,41 @@ async fn listen(
     }
 }
 
+/// Whether the connection answers a query in time: else it is lost.
+async fn answers(client: &tokio_postgres::Client, timeout: Duration) -> Result<(), Lost> {
+    tokio::time::timeout(timeout, client.simple_query(""))
+        .await
+        .map_err(|_| Lost::Connection(format!("no answer within {timeout:?}")))?
+        .map_err(|err| Lost::Connection(err.to_string()))
+        .map(drop)
+}
+
 /// Notices reach this connection, and `server` is L2 as its first probe read it: evicts what
 /// was invalidated since `before` (the last probe heard before), as L2 tells it, or else
 /// every L1 (see `resync`). Evicting bumps the epochs of the functions concerned, so their
-/// computations that read L2 before now cannot store either.
-async fn catch_up(settings: &ListenerSettings, process: &Process, before: Option<&Server>, server: &Server) {
+/// computations that read L2 before now cannot store either. If L2 cannot be asked now, the
+/// connection counts as lost: the next one asks again, and meanwhile L1 stays capped.
+async fn catch_up(
+    settings: &ListenerSettings,
+    process: &Process,
+    before: Option<&Server>,
+    server: &Server,
+) -> Result<(), Lost> {
     let evicted = match resync::plan(before, server) {
         Plan::ClearAll(reason) => Err(reason.to_owned()),
-        Plan::Evict { since, functions } => match changed_since(settings, since).await {
-            Ok(changed) if changed.len() as i64 <= resync::MAX_ROWS => {
+        Plan::Evict { since, functions } => {
+            let changed = changed_since(settings, since).await.map_err(|reason| {
+                Lost::Connection(format!(
+                    "L2 could not tell what was invalidated meanwhile: {reason}"
+                ))
+            })?;
+            if changed.len() as i64 > resync::MAX_ROWS {
+                Err(format!("more than {} rows changed meanwhile", resync::MAX_ROWS))
+            } else {
                 let keys = process.registry.evict_changed(&functions, &changed);
                 Ok((keys, functions.len()))
             }
-            Ok(_) => Err(format!("more than {} rows changed meanwhile", resync::MAX_ROWS)),
-            Err(reason) => Err(format!("L2 could not tell what changed meanwhile: {reason}")),
-        },
+        }
     };
     match evicted {
         Ok((keys, functions)) => tracing::info!(
@@ -230,6 +249,7 @@ async fn catch_up(settings: &ListenerSettings, process: &Process, before: Option
             }
         }
     }
+    Ok(())
 }
 
 /// The rows changed since `since`, one more than a reconnection evicts one by one at most.

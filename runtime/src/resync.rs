@@ -8,8 +8,8 @@
 //! functions whose invalidate-all epoch moved since that probe read the epochs (one moved
 //! while the listener was connected may be cleared once more). Those are evicted;
 //! the rest of L1 stays. Whatever L2 cannot vouch for clears every L1, as a first connection
-//! does: no earlier state, a lookup that failed or found too much, an outage long enough for
-//! tombstones to be swept, or a restarted server whose UNLOGGED table lost them.
+//! does: no earlier state, a lookup that found too much, an outage long enough for tombstones
+//! to be swept, or a restarted server whose UNLOGGED table lost them.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
