@@ -26,7 +26,7 @@ pub(crate) struct Guarded {
     pending: Pending,
     /// One replay at a time, holding the last one's error (`None`: it paid everything).
     replaying: tokio::sync::Mutex<Option<BackendError>>,
-    /// Replays finished so far.
+    /// Replays started so far.
     replays: AtomicU64,
 }
 
@@ -119,16 +119,17 @@ impl Guarded {
         }
         let seen = self.replays.load(SeqCst);
         let mut last = self.replaying.lock().await;
-        // A replay that failed while this caller waited answers for it too: callers of a
-        // function that owes do not each wait out a failing server in turn.
+        // A replay that started after this caller came and failed answers for it too: callers
+        // of a function that owes do not each wait out a failing server in turn. (One that
+        // started before may have failed before the server came back.)
         if let Some(err) = last.as_ref() {
-            if self.replays.load(SeqCst) != seen && self.pending.owes(function) {
+            if self.replays.load(SeqCst) > seen && self.pending.owes(function) {
                 return Err(err.clone());
             }
         }
+        self.replays.fetch_add(1, SeqCst);
         let paid = self.pay(function).await;
         *last = paid.as_ref().err().cloned();
-        self.replays.fetch_add(1, SeqCst);
         paid
     }
 

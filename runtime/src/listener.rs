@@ -30,6 +30,17 @@ pub(crate) struct ListenerSettings {
     pub(crate) prober: Weak<PgBackend>,
 }
 
+/// What the listener carries from one connection to the next, to catch up on reconnecting.
+#[derive(Default)]
+struct Heard {
+    /// The server as the last probe heard read it: what a reconnection compares L2 with.
+    last_probe: Option<Server>,
+    /// Whether the last reconnection could not ask L2 what changed: if the next one cannot
+    /// either, it clears every L1, so a lookup that never succeeds (a slow one) does not keep
+    /// the listener away.
+    lookup_failed: bool,
+}
+
 /// The longest wait between two connection attempts.
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 
@@ -54,13 +65,12 @@ pub(crate) async fn run(
     let mut first = Some(first);
     let mut probe = Probe::new(settings.origin);
     let mut undelivered_said = false;
-    // The server as the last probe heard read it: what a reconnection compares L2 with.
-    let mut last_probe: Option<Server> = None;
+    let mut heard = Heard::default();
     let mut pause = Duration::from_millis(50);
     loop {
         let Err(lost) = tokio::select! {
             () = stop.cancelled() => break,
-            outcome = listen(&settings, process, &mut probe, &mut first, &mut last_probe) => outcome,
+            outcome = listen(&settings, process, &mut probe, &mut first, &mut heard) => outcome,
         };
         if process.listener.disconnected() {
             pause = Duration::from_millis(50);
@@ -104,19 +114,19 @@ pub(crate) async fn run(
 }
 
 /// A notification as the listener sorts it.
-struct Heard {
+struct Notification {
     probe: bool,
     payload: String,
 }
 
-/// One connection's life: returns when it is lost. `last_probe` is the server as the last
-/// probe heard read it, on this connection or before.
+/// One connection's life: returns when it is lost. `heard` is what the connections before
+/// it heard.
 async fn listen(
     settings: &ListenerSettings,
     process: &Process,
     probe: &mut Probe,
     first: &mut Option<oneshot::Sender<Result<(), String>>>,
-    last_probe: &mut Option<Server>,
+    heard: &mut Heard,
 ) -> Result<Infallible, Lost> {
     let (client, mut connection) = tokio::time::timeout(settings.timeout, settings.config.connect())
         .await
@@ -128,7 +138,7 @@ async fn listen(
     let _driver = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         while let Some(Ok(message)) = poll_fn(|cx| connection.poll_message(cx)).await {
             if let AsyncMessage::Notification(notice) = message {
-                let heard = Heard {
+                let heard = Notification {
                     probe: notice.channel() == probe_channel,
                     payload: notice.payload().to_owned(),
                 };
@@ -150,7 +160,7 @@ async fn listen(
     if connected {
         // Unless the connection itself went meanwhile.
         answers(&client, settings.timeout).await?;
-        *last_probe = None;
+        heard.last_probe = None;
         process.registry.clear_l1(true);
         connected_now(settings, process, first);
     }
@@ -168,18 +178,18 @@ async fn listen(
             }
         };
         tokio::select! {
-            heard = received.recv() => match heard {
-                Some(Heard { probe: true, payload }) => {
+            notification = received.recv() => match notification {
+                Some(Notification { probe: true, payload }) => {
                     if let Some(server) = probe.heard(&payload) {
                         if !connected {
                             connected = true;
-                            catch_up(settings, process, last_probe.as_ref(), &server).await?;
+                            catch_up(settings, process, heard, &server).await?;
                             connected_now(settings, process, first);
                         }
-                        *last_probe = Some(server);
+                        heard.last_probe = Some(server);
                     }
                 }
-                Some(Heard { probe: false, payload }) => process.registry.apply(&payload, settings.origin),
+                Some(Notification { probe: false, payload }) => process.registry.apply(&payload, settings.origin),
                 None => return Err(Lost::Connection("connection closed".to_owned())),
             },
             () = overdue => {
@@ -209,32 +219,39 @@ async fn answers(client: &tokio_postgres::Client, timeout: Duration) -> Result<(
 }
 
 /// Notices reach this connection, and `server` is L2 as its first probe read it: evicts what
-/// was invalidated since `before` (the last probe heard before), as L2 tells it, or else
-/// every L1 (see `resync`). Evicting bumps the epochs of the functions concerned, so their
-/// computations that read L2 before now cannot store either. If L2 cannot be asked now, the
-/// connection counts as lost: the next one asks again, and meanwhile L1 stays capped.
+/// was invalidated since the last probe heard before, as L2 tells it, or else every L1 (see
+/// `resync`). Evicting bumps the epochs of the functions concerned, so their computations that
+/// read L2 before now cannot store either. If L2 cannot be asked now, the connection counts as
+/// lost (L1 stays capped) and the next one asks again, once.
 async fn catch_up(
     settings: &ListenerSettings,
     process: &Process,
-    before: Option<&Server>,
+    heard: &mut Heard,
     server: &Server,
 ) -> Result<(), Lost> {
+    let before = heard.last_probe.as_ref();
     let evicted = match resync::plan(before, server) {
         Plan::ClearAll(reason) => Err(reason.to_owned()),
-        Plan::Evict { since, functions } => {
-            let changed = changed_since(settings, since).await.map_err(|reason| {
-                Lost::Connection(format!(
-                    "L2 could not tell what was invalidated meanwhile: {reason}"
-                ))
-            })?;
-            if changed.len() as i64 > resync::MAX_ROWS {
+        Plan::Evict { since, functions } => match changed_since(settings, since).await {
+            Ok(changed) if changed.len() as i64 > resync::MAX_ROWS => {
                 Err(format!("more than {} rows changed meanwhile", resync::MAX_ROWS))
-            } else {
-                let keys = process.registry.evict_changed(&functions, &changed);
-                Ok((keys, functions.len()))
             }
-        }
+            Ok(changed) => Ok((
+                process.registry.evict_changed(&functions, &changed),
+                functions.len(),
+            )),
+            Err(reason) if !heard.lookup_failed => {
+                heard.lookup_failed = true;
+                return Err(Lost::Connection(format!(
+                    "L2 could not tell what was invalidated meanwhile: {reason}"
+                )));
+            }
+            Err(reason) => Err(format!(
+                "L2 could not tell what was invalidated meanwhile: {reason}"
+            )),
+        },
     };
+    heard.lookup_failed = false;
     match evicted {
         Ok((keys, functions)) => tracing::info!(
             keys,
@@ -244,7 +261,7 @@ async fn catch_up(
         Err(reason) => {
             process.registry.clear_l1(true);
             // The first connection has nothing to tell.
-            if before.is_some() {
+            if heard.last_probe.is_some() {
                 tracing::info!(%reason, "tiered: invalidation listener back: cleared every L1");
             }
         }
