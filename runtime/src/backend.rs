@@ -48,7 +48,7 @@ pub(crate) const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(600);
 pub(crate) type Op<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
 
 /// One entry of one function, as the operations that change it need it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry<'a> {
     pub(crate) function: &'a str,
     pub(crate) version: u32,

@@ -69,6 +69,20 @@ impl Breaker {
         }
     }
 
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The server answers again (another connection reached it): if open, the next operation
+    /// probes at once, and a failed probe starts again from the first cool-down.
+    pub(crate) fn probe_now(&self) {
+        let mut state = self.state();
+        if let State::Open { until, cooldown, .. } = &mut *state {
+            *until = self.clock.now();
+            *cooldown = self.settings.cooldown / 2;
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // Every transition leaves a valid state, even if interrupted by a panic elsewhere.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -260,6 +274,24 @@ mod tests {
         clock.advance(Duration::from_millis(20));
         drop(b.admit().expect("probe"));
         assert!(matches!(*b.state(), State::Open { .. }));
+    }
+
+    #[test]
+    fn told_the_server_is_back_an_open_breaker_probes_at_once() {
+        let (b, clock) = breaker(1);
+        fail(&b);
+        clock.advance(Duration::from_millis(20));
+        b.admit().expect("probe").finish(false);
+        b.probe_now();
+        let probe = b.admit().expect("probed without waiting out the cool-down");
+        probe.finish(false);
+        assert!(
+            matches!(*b.state(), State::Open { cooldown, .. } if cooldown == Duration::from_millis(20)),
+            "a failed probe starts again from the first cool-down"
+        );
+        b.probe_now();
+        b.admit().expect("probe").finish(true);
+        assert_eq!(*b.state(), State::Closed { failures: 0 });
     }
 
     #[test]

@@ -22,13 +22,14 @@ use crate::lease::{Fleet, Held};
 use crate::notice::Notice;
 use crate::outcome::{self, Outcome};
 use crate::output::Output;
+use crate::pending::Owed;
 use crate::policy::{self, ErrorLog, OnFailure};
 use crate::process::{Installed, Process};
 use crate::registry::RegisteredCache;
 use crate::single_flight::{Flights, Renewals, Role};
 use crate::spec::{FailSafe, HardTimeout, Spec, WriteMode};
 use crate::stats::{FnStats, FunctionStats};
-use crate::tags::{TagHash, TagIndex, Tags};
+use crate::tags::{TagHash, TagIndex, Tags, NO_TAGS};
 
 /// The miss path of a call, boxed: the caller's future holds a pointer, not the miss path's
 /// state (kilobytes of L2 I/O and single-flight state) that a hit never needs.
@@ -95,8 +96,8 @@ enum Found<V> {
 
 /// Where the leader stores what it computed.
 enum Destination<V> {
-    /// L1 alone: no L2, or L2 failed and the policy absorbed it. The entry's L2 id, if the
-    /// function has an installed L2, lets other processes' invalidations find it.
+    /// L1 alone: no L2, or L2 failed and the policy absorbed it. With the entry's L2 id, so
+    /// that other processes' invalidations (notices, a reconnection's lookup) reach it.
     L1(Option<EntryId>),
     /// L2, conditional on what the read observed, then L1.
     Both(WriteBack<V>),
@@ -470,8 +471,23 @@ where
             L2Access::NotInstalled => Err(BackendError::NotConfigured),
             L2Access::Installed(linked) => {
                 let entry = self.entry(&linked.installed, key, stripe);
-                self.attempt(&linked.installed, || linked.installed.l2.invalidate(&entry))
-                    .await
+                let l2 = &linked.installed.l2;
+                let done = self.attempt(&linked.installed, || l2.invalidate(&entry)).await;
+                // Owed to L2 (and so to other processes) until it answers: see `pending`.
+                // Past its bound, an invalidate-all is owed instead, and applied here too.
+                done.inspect_err(|err| {
+                    // The tags play no part in an invalidation.
+                    let owed = Entry {
+                        function: self.name,
+                        version: self.version,
+                        id: entry.id,
+                        stripe,
+                        tags: &NO_TAGS,
+                    };
+                    if l2.owe(Owed::Key(owed), err, &self.stats) {
+                        self.drop_all_l1();
+                    }
+                })
             }
         };
         self.epochs.invalidate(stripe, || {
@@ -488,10 +504,13 @@ where
             L2Access::Absent => Ok(()),
             L2Access::NotInstalled => Err(BackendError::NotConfigured),
             L2Access::Installed(linked) => {
-                self.attempt(&linked.installed, || {
-                    linked.installed.l2.invalidate_all(self.name)
+                let l2 = &linked.installed.l2;
+                let done = self
+                    .attempt(&linked.installed, || l2.invalidate_all(self.name))
+                    .await;
+                done.inspect_err(|err| {
+                    l2.owe(Owed::All(self.name), err, &self.stats);
                 })
-                .await
             }
         };
         self.drop_all_l1();
@@ -1252,6 +1271,15 @@ where
 
     fn clear_l1(&self) {
         self.drop_all_l1();
+    }
+
+    fn evict_ids(&self, ids: &[EntryId]) {
+        self.epochs.invalidate_every_stripe(|| {
+            for id in ids {
+                self.l1.remove_by_id(id);
+                self.stats.invalidation();
+            }
+        });
     }
 
     fn evict_remote(&self, notice: &Notice) {

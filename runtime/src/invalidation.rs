@@ -89,6 +89,18 @@ impl Epochs {
         evict();
     }
 
+    /// [`Epochs::invalidate`] for keys whose stripes are not known: marks every stripe
+    /// invalidated (L1 entries stay, computations that started earlier cannot store), and
+    /// runs `evict` under every stripe's lock.
+    pub(crate) fn invalidate_every_stripe(&self, evict: impl FnOnce()) {
+        // In index order, as no other holder takes two.
+        let mut stripes: Vec<MutexGuard<'_, u64>> = (0..STRIPES).map(|stripe| self.stripe(stripe)).collect();
+        for stripe in &mut stripes {
+            **stripe += 1;
+        }
+        evict();
+    }
+
     /// Marks every key of the function invalidated. L1 entries carry the epoch they were
     /// stored in, so this alone makes them unreadable.
     pub(crate) fn invalidate_all(&self) {

@@ -1,5 +1,6 @@
 //! Cross-process invalidation: a dedicated LISTEN connection that evicts the L1 entries other
-//! processes invalidated, and caps L1 staleness while it is disconnected.
+//! processes invalidated, caps L1 staleness while it is disconnected, and on reconnecting
+//! evicts what it missed (see `resync`).
 
 use std::convert::Infallible;
 use std::future::poll_fn;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::postgres::PgBackend;
 use crate::probe::{undelivered, Probe, PROBE_EVERY};
 use crate::process::Process;
+use crate::resync::{self, Plan, Server};
 
 /// How the listener connects and what it listens to.
 pub(crate) struct ListenerSettings {
@@ -27,6 +29,20 @@ pub(crate) struct ListenerSettings {
     /// Sends the probes (see `probe`) from one of L2's sessions.
     pub(crate) prober: Weak<PgBackend>,
 }
+
+/// What the listener carries from one connection to the next, to catch up on reconnecting.
+#[derive(Default)]
+struct Heard {
+    /// The server as the last probe heard read it: what a reconnection compares L2 with.
+    last_probe: Option<Server>,
+    /// Whether the last reconnection could not ask L2 what changed: if the next one cannot
+    /// either, it clears every L1, so a lookup that never succeeds (a slow one) does not keep
+    /// the listener away.
+    lookup_failed: bool,
+}
+
+/// The longest wait between two connection attempts.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// Why a listener connection ended.
 enum Lost {
@@ -49,11 +65,12 @@ pub(crate) async fn run(
     let mut first = Some(first);
     let mut probe = Probe::new(settings.origin);
     let mut undelivered_said = false;
+    let mut heard = Heard::default();
     let mut pause = Duration::from_millis(50);
     loop {
         let Err(lost) = tokio::select! {
             () = stop.cancelled() => break,
-            outcome = listen(&settings, process, &mut probe, &mut first) => outcome,
+            outcome = listen(&settings, process, &mut probe, &mut first, &mut heard) => outcome,
         };
         if process.listener.disconnected() {
             pause = Duration::from_millis(50);
@@ -89,23 +106,27 @@ pub(crate) async fn run(
             () = stop.cancelled() => break,
             () = tokio::time::sleep(pause) => {}
         }
-        pause = (pause * 2).min(Duration::from_secs(5));
+        // Capped low: an attempt costs the server little, and L2 is skipped (see
+        // `Guarded::server_back`) until the listener is back.
+        pause = (pause * 2).min(MAX_PAUSE);
     }
     process.listener.stopped();
 }
 
 /// A notification as the listener sorts it.
-struct Heard {
+struct Notification {
     probe: bool,
     payload: String,
 }
 
-/// One connection's life: returns when it is lost.
+/// One connection's life: returns when it is lost. `heard` is what the connections before
+/// it heard.
 async fn listen(
     settings: &ListenerSettings,
     process: &Process,
     probe: &mut Probe,
     first: &mut Option<oneshot::Sender<Result<(), String>>>,
+    heard: &mut Heard,
 ) -> Result<Infallible, Lost> {
     let (client, mut connection) = tokio::time::timeout(settings.timeout, settings.config.connect())
         .await
@@ -117,7 +138,7 @@ async fn listen(
     let _driver = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         while let Some(Ok(message)) = poll_fn(|cx| connection.poll_message(cx)).await {
             if let AsyncMessage::Notification(notice) = message {
-                let heard = Heard {
+                let heard = Notification {
                     probe: notice.channel() == probe_channel,
                     payload: notice.payload().to_owned(),
                 };
@@ -133,9 +154,14 @@ async fn listen(
         .map_err(|_| Lost::Connection("LISTEN timed out".to_owned()))?
         .map_err(|err| Lost::Connection(err.to_string()))?;
     // Connected once a probe arrives, or at once if none could be sent (L2 is down): notices
-    // of other processes are then taken on trust until the next probe.
+    // of other processes are then taken on trust until the next probe, and nothing tells
+    // what was missed, so every L1 is cleared.
     let mut connected = !send_probe(settings, probe).await;
     if connected {
+        // Unless the connection itself went meanwhile.
+        answers(&client, settings.timeout).await?;
+        heard.last_probe = None;
+        process.registry.clear_l1(true);
         connected_now(settings, process, first);
     }
 
@@ -152,14 +178,18 @@ async fn listen(
             }
         };
         tokio::select! {
-            heard = received.recv() => match heard {
-                Some(Heard { probe: true, payload }) => {
-                    if probe.heard(&payload) && !connected {
-                        connected = true;
-                        connected_now(settings, process, first);
+            notification = received.recv() => match notification {
+                Some(Notification { probe: true, payload }) => {
+                    if let Some(server) = probe.heard(&payload) {
+                        if !connected {
+                            connected = true;
+                            catch_up(settings, process, heard, &server).await?;
+                            connected_now(settings, process, first);
+                        }
+                        heard.last_probe = Some(server);
                     }
                 }
-                Some(Heard { probe: false, payload }) => process.registry.apply(&payload, settings.origin),
+                Some(Notification { probe: false, payload }) => process.registry.apply(&payload, settings.origin),
                 None => return Err(Lost::Connection("connection closed".to_owned())),
             },
             () = overdue => {
@@ -168,10 +198,8 @@ async fn listen(
             // Not before: a pooler could hand the listener's query the very session that
             // holds the LISTEN just as the probe arrives there.
             _ = heartbeat.tick(), if connected => {
-                tokio::time::timeout(settings.timeout, client.simple_query(""))
-                    .await
-                    .map_err(|_| Lost::Connection(format!("no answer within {:?}", settings.timeout)))?
-                    .map_err(|err| Lost::Connection(err.to_string()))?;
+                answers(&client, settings.timeout).await?;
+                replay_owed(process);
             }
             // Not while one is in flight, the first one included.
             _ = probes.tick(), if probe.deadline().is_none() => {
@@ -181,21 +209,111 @@ async fn listen(
     }
 }
 
-/// Notices reach this connection: whatever was invalidated while nobody listened is unknown,
-/// so drop it all. Clearing bumps each function's epoch, so computations that read L2 before
-/// now cannot store either.
+/// Whether the connection answers a query in time: else it is lost.
+async fn answers(client: &tokio_postgres::Client, timeout: Duration) -> Result<(), Lost> {
+    tokio::time::timeout(timeout, client.simple_query(""))
+        .await
+        .map_err(|_| Lost::Connection(format!("no answer within {timeout:?}")))?
+        .map_err(|err| Lost::Connection(err.to_string()))
+        .map(drop)
+}
+
+/// Notices reach this connection, and `server` is L2 as its first probe read it: evicts what
+/// was invalidated since the last probe heard before, as L2 tells it, or else every L1 (see
+/// `resync`). Evicting bumps the epochs of the functions concerned, so their computations that
+/// read L2 before now cannot store either. If L2 cannot be asked now, the connection counts as
+/// lost (L1 stays capped) and the next one asks again, once.
+async fn catch_up(
+    settings: &ListenerSettings,
+    process: &Process,
+    heard: &mut Heard,
+    server: &Server,
+) -> Result<(), Lost> {
+    let before = heard.last_probe.as_ref();
+    let evicted = match resync::plan(before, server) {
+        Plan::ClearAll(reason) => Err(reason.to_owned()),
+        Plan::Evict { since, functions } => match changed_since(settings, since).await {
+            Ok(changed) if changed.len() as i64 > resync::MAX_ROWS => {
+                Err(format!("more than {} rows changed meanwhile", resync::MAX_ROWS))
+            }
+            Ok(changed) => Ok((
+                process.registry.evict_changed(&functions, &changed),
+                functions.len(),
+            )),
+            Err(reason) if !heard.lookup_failed => {
+                heard.lookup_failed = true;
+                return Err(Lost::Connection(format!(
+                    "L2 could not tell what was invalidated meanwhile: {reason}"
+                )));
+            }
+            Err(reason) => Err(format!(
+                "L2 could not tell what was invalidated meanwhile: {reason}"
+            )),
+        },
+    };
+    heard.lookup_failed = false;
+    match evicted {
+        Ok((keys, functions)) => tracing::info!(
+            keys,
+            functions,
+            "tiered: invalidation listener back: evicted the keys and functions invalidated meanwhile"
+        ),
+        Err(reason) => {
+            process.registry.clear_l1(true);
+            // The first connection has nothing to tell.
+            if heard.last_probe.is_some() {
+                tracing::info!(%reason, "tiered: invalidation listener back: cleared every L1");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rows changed since `since`, one more than a reconnection evicts one by one at most.
+async fn changed_since(
+    settings: &ListenerSettings,
+    since: std::time::SystemTime,
+) -> Result<Vec<(String, crate::backend::EntryId)>, String> {
+    let prober = settings.prober.upgrade().ok_or("the runtime is shutting down")?;
+    tokio::time::timeout(
+        settings.timeout,
+        prober.changed_since(since, resync::MAX_ROWS + 1),
+    )
+    .await
+    .map_err(|_| format!("no answer within {:?}", settings.timeout))?
+    .map_err(|err| err.to_string())
+}
+
+/// The listener is connected, L1 made consistent with L2: L1 is served in full again, L2 is
+/// tried again at once, and what this process owes L2 is replayed.
 fn connected_now(
     settings: &ListenerSettings,
     process: &Process,
     first: &mut Option<oneshot::Sender<Result<(), String>>>,
 ) {
-    process.registry.clear_l1(true);
     process.listener.connected();
+    if let Some(installed) = process.installed() {
+        installed.l2.server_back();
+    }
+    replay_owed(process);
     if let Some(first) = first.take() {
         // The installer may have stopped waiting.
         let _ = first.send(Ok(()));
     }
     tracing::info!(channel = settings.channel, "tiered: listening for invalidations");
+}
+
+/// Replays, in the background, the invalidations this process owes L2 (see `pending`), if any:
+/// the server answers this connection, so it may take them now.
+fn replay_owed(process: &Process) {
+    let Some(installed) = process.installed().filter(|installed| installed.l2.owes()) else {
+        return;
+    };
+    let tasks = installed.tasks.clone();
+    tasks.spawn(async move {
+        // What is still owed stays owed; the next heartbeat tries again.
+        let _ = installed.l2.replay(None).await;
+    });
 }
 
 /// Sends a probe from one of L2's sessions; returns whether it was sent (and is awaited).
@@ -204,10 +322,10 @@ async fn send_probe(settings: &ListenerSettings, probe: &mut Probe) -> bool {
         return false;
     };
     let payload = probe.next_payload();
-    let sent = tokio::time::timeout(settings.timeout, prober.notify(probe.channel(), &payload)).await;
+    let sent = tokio::time::timeout(settings.timeout, prober.probe(probe.channel(), &payload)).await;
     match sent {
-        Ok(Ok(())) => {
-            probe.sent(payload, tokio::time::Instant::now() + settings.timeout);
+        Ok(Ok(server)) => {
+            probe.sent(payload, tokio::time::Instant::now() + settings.timeout, server);
             true
         }
         Ok(Err(err)) => {

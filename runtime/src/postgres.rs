@@ -20,6 +20,7 @@ use crate::error::{describe, BackendError};
 use crate::notice::{Notice, Payload};
 use crate::protocol::{Param, Protocol};
 use crate::readers::{Reader, Readers};
+use crate::resync::Server;
 use crate::schema::Schema;
 use crate::tags::{epoch_name, TagHash, NAMESPACE_EPOCH};
 
@@ -87,6 +88,14 @@ struct Statements {
     take_lease: String,
     /// Lets go of `$1`'s lease if `$2` still holds it.
     release_lease: String,
+    /// Sends the listener's probe `$2` on channel `$1` and reads the server as a reconnection
+    /// needs it (see `resync`): its clock, start time, whether the cache table (`$3`) is
+    /// UNLOGGED, and the namespace's (`$4`) epochs, read before the probe commits.
+    probe: String,
+    /// The namespace's rows an invalidation or a refresh changed after `$2` (a plain write of
+    /// a fresh value keeps generation 0), `$3` at most. With `l2_max_rows` it walks the
+    /// `(namespace, updated_at)` index; without, it scans the table.
+    changed_since: String,
 }
 
 impl Statements {
@@ -171,6 +180,17 @@ impl Statements {
                  WHERE l.expires_at <= now()"
             ),
             release_lease: format!("DELETE FROM {table}_leases WHERE id = $1 AND holder = $2"),
+            probe: format!(
+                "SELECT now(), pg_postmaster_start_time(), \
+                        COALESCE((SELECT relpersistence = 'u' FROM pg_class WHERE oid = to_regclass($3)), false), \
+                        ARRAY(SELECT function FROM {table}_epochs WHERE namespace = $4 ORDER BY function), \
+                        ARRAY(SELECT epoch FROM {table}_epochs WHERE namespace = $4 ORDER BY function) \
+                 FROM pg_notify($1, $2)"
+            ),
+            changed_since: format!(
+                "SELECT function, id FROM {table} WHERE namespace = $1 AND updated_at > $2 \
+                 AND (value IS NULL OR generation > 0) LIMIT $3"
+            ),
         }
     }
 }
@@ -357,12 +377,53 @@ impl PgBackend {
         .map(drop)
     }
 
-    /// Sends `payload` on `channel` from one of L2's sessions.
-    pub(crate) async fn notify(&self, channel: &str, payload: &str) -> Result<(), BackendError> {
-        let params: [Param; 2] = [(&channel, Type::TEXT), (&payload, Type::TEXT)];
-        self.execute("notify", "SELECT pg_notify($1, $2)", &params)
-            .await
-            .map(drop)
+    /// Sends the listener's probe `payload` on `channel` from one of L2's sessions, and
+    /// returns the server as it was then (see `resync`).
+    pub(crate) async fn probe(&self, channel: &str, payload: &str) -> Result<Server, BackendError> {
+        let params: [Param; 4] = [
+            (&channel, Type::TEXT),
+            (&payload, Type::TEXT),
+            (&self.table, Type::TEXT),
+            (&self.namespace, Type::TEXT),
+        ];
+        self.with_client("probe", |client| async move {
+            let row = self.protocol.query_one(&client, &self.sql.probe, &params).await?;
+            let functions: Vec<String> = row.try_get(3)?;
+            let epochs: Vec<i64> = row.try_get(4)?;
+            Ok(Server {
+                now: row.try_get(0)?,
+                started: row.try_get(1)?,
+                unlogged: row.try_get(2)?,
+                epochs: functions.into_iter().zip(epochs).collect(),
+            })
+        })
+        .await
+    }
+
+    /// The namespace's rows an invalidation or a refresh changed after `since` (see `resync`),
+    /// `limit` at most, as (function, entry id).
+    pub(crate) async fn changed_since(
+        &self,
+        since: SystemTime,
+        limit: i64,
+    ) -> Result<Vec<(String, EntryId)>, BackendError> {
+        self.with_client("resync", |client| async move {
+            let params: [Param; 3] = [
+                (&self.namespace, Type::TEXT),
+                (&since, Type::TIMESTAMPTZ),
+                (&limit, Type::INT8),
+            ];
+            let rows = client.query_typed(&self.sql.changed_since, &params).await?;
+            let mut changed = Vec::with_capacity(rows.len());
+            for row in rows {
+                // Every id tiered writes is 32 bytes; a row of another writer is not ours.
+                if let Ok(id) = EntryId::try_from(row.try_get::<_, &[u8]>(1)?) {
+                    changed.push((row.try_get(0)?, id));
+                }
+            }
+            Ok(changed)
+        })
+        .await
     }
 
     fn notice(&self, function: &str, notice: Notice) -> String {

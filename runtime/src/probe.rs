@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::resync::Server;
+
 /// Heartbeats between two probes once connected.
 pub(crate) const PROBE_EVERY: u32 = 10;
 
@@ -17,8 +19,17 @@ pub(crate) const PROBE_EVERY: u32 = 10;
 pub(crate) struct Probe {
     channel: String,
     sent: u64,
-    /// The payload of the probe in flight, and when it is overdue.
-    awaited: Option<(String, Instant)>,
+    /// The probe in flight.
+    awaited: Option<Awaited>,
+}
+
+#[derive(Debug)]
+struct Awaited {
+    payload: String,
+    /// When it is overdue.
+    deadline: Instant,
+    /// The server as the probe read it.
+    server: Server,
 }
 
 impl Probe {
@@ -41,23 +52,26 @@ impl Probe {
         format!("probe {}", self.sent)
     }
 
-    /// `payload` was sent: it must be heard by `deadline`.
-    pub(crate) fn sent(&mut self, payload: String, deadline: Instant) {
-        self.awaited = Some((payload, deadline));
+    /// `payload` was sent, reading `server`: it must be heard by `deadline`.
+    pub(crate) fn sent(&mut self, payload: String, deadline: Instant, server: Server) {
+        self.awaited = Some(Awaited {
+            payload,
+            deadline,
+            server,
+        });
     }
 
     /// When the probe in flight is overdue, if one is.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.awaited.as_ref().map(|(_, deadline)| *deadline)
+        self.awaited.as_ref().map(|awaited| awaited.deadline)
     }
 
-    /// A notice heard on [`Probe::channel`]: whether it is the probe in flight (then none is).
-    pub(crate) fn heard(&mut self, payload: &str) -> bool {
-        let awaited = self.awaited.as_ref().is_some_and(|(sent, _)| sent == payload);
-        if awaited {
-            self.awaited = None;
-        }
-        awaited
+    /// A notice heard on [`Probe::channel`]: if it is the probe in flight (then none is), the
+    /// server as it read it. Notices are delivered in the order their transactions committed,
+    /// so every notice committed before the probe has been heard too.
+    pub(crate) fn heard(&mut self, payload: &str) -> Option<Server> {
+        let awaited = self.awaited.take_if(|awaited| awaited.payload == payload)?;
+        Some(awaited.server)
     }
 }
 
@@ -89,16 +103,22 @@ mod tests {
     fn only_the_probe_in_flight_is_heard_and_only_once() {
         let mut probe = Probe::new(1);
         let deadline = Instant::now() + Duration::from_secs(5);
+        let server = Server {
+            now: std::time::SystemTime::UNIX_EPOCH,
+            started: std::time::SystemTime::UNIX_EPOCH,
+            unlogged: false,
+            epochs: [("f".to_owned(), 1)].into(),
+        };
         let first = probe.next_payload();
-        assert!(!probe.heard(&first), "not sent yet");
-        probe.sent(first.clone(), deadline);
+        assert_eq!(probe.heard(&first), None, "not sent yet");
+        probe.sent(first.clone(), deadline, server.clone());
         assert_eq!(probe.deadline(), Some(deadline));
         let second = probe.next_payload();
         assert_ne!(first, second);
-        assert!(!probe.heard(&second), "another probe's payload");
-        assert!(probe.heard(&first));
+        assert_eq!(probe.heard(&second), None, "another probe's payload");
+        assert_eq!(probe.heard(&first), Some(server));
         assert_eq!(probe.deadline(), None);
-        assert!(!probe.heard(&first), "a duplicate");
+        assert_eq!(probe.heard(&first), None, "a duplicate");
     }
 
     #[test]

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
+use crate::backend::EntryId;
 use crate::notice::{Notice, Payload};
 use crate::stats::FunctionStats;
-use crate::tags::{TagEpochs, TagHash};
+use crate::tags::{tag_of, TagEpochs, TagHash, NAMESPACE_EPOCH};
 
 /// What the registry can do with any function's cache, whatever its value and key types.
 pub(crate) trait RegisteredCache: Send + Sync {
@@ -24,6 +25,9 @@ pub(crate) trait RegisteredCache: Send + Sync {
     fn evict_remote(&self, notice: &Notice);
     /// Drops the L1 entries carrying the tag (the caller holds the tag epochs' lock).
     fn evict_tag(&self, tag: &TagHash);
+    /// Evicts the L1 entries stored under these L2 ids, learned without their keys' stripes
+    /// (see `resync`), and keeps computations that started earlier from storing.
+    fn evict_ids(&self, ids: &[EntryId]);
 }
 
 /// The caches of one process.
@@ -96,6 +100,34 @@ impl Registry {
         for cache in self.caches() {
             cache.evict_tag(tag);
         }
+    }
+
+    /// What a reconnected listener learned from L2 (see `resync`): drops the L1 of the
+    /// `functions` whose epoch moved, and evicts the entries of the `changed` rows (function,
+    /// id). Returns how many rows were of a function this process has.
+    pub(crate) fn evict_changed(&self, functions: &[String], changed: &[(String, EntryId)]) -> usize {
+        // The epochs table also holds the namespace's row (`clear_all`) and the tags'.
+        if functions.iter().any(|name| name == NAMESPACE_EPOCH) {
+            self.clear_l1(false);
+            return 0;
+        }
+        for tag in functions.iter().filter_map(|name| tag_of(name)) {
+            self.drop_tag(&tag);
+        }
+        let mut ids: BTreeMap<&str, Vec<EntryId>> = BTreeMap::new();
+        for (function, id) in changed {
+            ids.entry(function).or_default().push(*id);
+        }
+        let mut evicted = 0;
+        for cache in self.caches().into_iter().filter(|cache| cache.has_l2()) {
+            if functions.iter().any(|function| function == cache.name()) {
+                cache.clear_l1();
+            } else if let Some(ids) = ids.get(cache.name()) {
+                cache.evict_ids(ids);
+                evicted += ids.len();
+            }
+        }
+        evicted
     }
 
     /// Applies a notice another process sent (skipping this runtime's own, `own_origin`).

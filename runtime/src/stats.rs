@@ -36,6 +36,10 @@ pub struct FunctionStats {
     pub tag_invalidations: u64,
     /// Misses that waited for another process to compute the key (`stampede = "fleet"`).
     pub fleet_waits: u64,
+    /// Invalidations whose L2 step failed, queued to be replayed once L2 answers.
+    pub invalidations_queued: u64,
+    /// Queued invalidations replayed to L2 (each queued key, or a whole function).
+    pub invalidations_replayed: u64,
 }
 
 /// The live counters of one function.
@@ -53,6 +57,8 @@ pub(crate) struct FnStats {
     eager_refreshes: AtomicU64,
     tag_invalidations: AtomicU64,
     fleet_waits: AtomicU64,
+    invalidations_queued: AtomicU64,
+    invalidations_replayed: AtomicU64,
 }
 
 impl FnStats {
@@ -93,6 +99,12 @@ impl FnStats {
     pub(crate) fn fleet_wait(&self) {
         self.fleet_waits.fetch_add(1, Relaxed);
     }
+    pub(crate) fn invalidation_queued(&self) {
+        self.invalidations_queued.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn invalidation_replayed(&self) {
+        self.invalidations_replayed.fetch_add(1, Relaxed);
+    }
 
     pub(crate) fn snapshot(&self) -> FunctionStats {
         FunctionStats {
@@ -108,6 +120,8 @@ impl FnStats {
             eager_refreshes: self.eager_refreshes.load(Relaxed),
             tag_invalidations: self.tag_invalidations.load(Relaxed),
             fleet_waits: self.fleet_waits.load(Relaxed),
+            invalidations_queued: self.invalidations_queued.load(Relaxed),
+            invalidations_replayed: self.invalidations_replayed.load(Relaxed),
         }
     }
 }
@@ -146,5 +160,7 @@ impl std::ops::AddAssign for FunctionStats {
         self.eager_refreshes += other.eager_refreshes;
         self.tag_invalidations += other.tag_invalidations;
         self.fleet_waits += other.fleet_waits;
+        self.invalidations_queued += other.invalidations_queued;
+        self.invalidations_replayed += other.invalidations_replayed;
     }
 }

@@ -38,6 +38,10 @@ impl Tags {
     }
 }
 
+/// No tags: an entry of a function without `tags`, or one whose tags do not matter where
+/// it goes (an owed invalidation).
+pub(crate) static NO_TAGS: Tags = Tags(Vec::new());
+
 /// The tags of an entry from the `tags` expression: anything iterable of string-likes.
 pub fn tags<I>(tags: I) -> Tags
 where
@@ -69,6 +73,16 @@ pub(crate) fn epoch_name(hash: &TagHash) -> String {
         name.push_str(&format!("{byte:02x}"));
     }
     name
+}
+
+/// The tag whose row in the epochs table is named `name`, if it is a tag's.
+pub(crate) fn tag_of(name: &str) -> Option<TagHash> {
+    let hex = name.strip_prefix('#').filter(|hex| hex.len() == 64)?;
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(hash)
 }
 
 /// The name of the namespace's own row in the epochs table, bumped by `clear_all`.

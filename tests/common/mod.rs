@@ -2,8 +2,8 @@
 #![allow(dead_code)] // each test binary uses a different part of it
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -100,10 +100,12 @@ pub async fn eventually<F: Future<Output = bool>>(what: &str, mut done: impl FnM
     }
 }
 
-/// This test binary running one of its ignored tests as another process, which answers in
-/// lines of its standard output that start with a prefix; killed when dropped.
+/// This test binary running one of its ignored tests as another process, which may read
+/// commands from its standard input and answers in lines of its standard output that start
+/// with a prefix; killed when dropped.
 pub struct OtherProcess {
     child: Child,
+    stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     prefix: &'static str,
 }
@@ -114,15 +116,26 @@ impl OtherProcess {
         let mut child = Command::new(std::env::current_exe().expect("test binary"))
             .args(["--ignored", "--exact", test, "--nocapture"])
             .envs(env.iter().copied())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|err| panic!("start {test} as another process: {err}"));
+        let stdin = child.stdin.take().expect("stdin");
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
         OtherProcess {
             child,
+            stdin,
             stdout,
             prefix,
         }
+    }
+
+    /// Sends it `command` (a line) and returns its answer.
+    pub fn ask(&mut self, command: &str) -> String {
+        writeln!(self.stdin, "{command}")
+            .and_then(|()| self.stdin.flush())
+            .expect("write to the other process");
+        self.answer()
     }
 
     /// Its process id.
