@@ -80,12 +80,32 @@ async fn breaker(k: u64) -> u64 {
     truth(k).await
 }
 
+/// Body runs of `outage` in this process.
+static OUTAGE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[tiered_cached(name = "outage", ttl = "1h", fail_safe = "1h")]
+async fn outage(k: u64) -> u64 {
+    OUTAGE_RUNS.fetch_add(1, SeqCst);
+    truth(k).await
+}
+
+/// Body runs of `grouped` in this process.
+static GROUPED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[tiered_cached(name = "grouped", tags = "[format!(\"group:{}\", k % 2)]")]
+async fn grouped(k: u64) -> u64 {
+    GROUPED_RUNS.fetch_add(1, SeqCst);
+    truth(k).await
+}
+
 /// Calls the function `name` of this binary.
 async fn call(name: &str, k: u64) -> u64 {
     match name {
         "stopped" => stopped(k).await,
         "cut" => cut(k).await,
         "partitioned" => partitioned(k).await,
+        "outage" => outage(k).await,
+        "grouped" => grouped(k).await,
         other => panic!("no function {other}"),
     }
 }
@@ -95,6 +115,7 @@ async fn invalidate(name: &str, k: u64) {
         "stopped" => invalidate_stopped(k).await,
         "cut" => invalidate_cut(k).await,
         "partitioned" => invalidate_partitioned(k).await,
+        "outage" => invalidate_outage(k).await,
         other => panic!("no function {other}"),
     };
     done.expect("l1_only invalidation");
@@ -123,6 +144,10 @@ fn other_process() {
                 }
                 ["invalidate", name, k] => {
                     invalidate(name, k.parse().expect("key")).await;
+                    "done".to_owned()
+                }
+                ["invalidate_tag", tag] => {
+                    tiered::invalidate_tag(tag).await.expect("tag invalidated");
                     "done".to_owned()
                 }
                 _ => format!("unknown command {line:?}"),
@@ -347,5 +372,92 @@ fn the_breaker_closes_within_seconds_of_the_server_returning() {
         })
         .await;
         eprintln!("L2 hit {took:?} after the connections were back");
+    });
+}
+
+/// Item 7 of issue 12: with `fail_safe`, a server stopped for 10 s under load costs no caller
+/// an error and runs no body for keys already cached (L1 keeps answering while no one can
+/// reach the server), and L2 serves again within [`RECOVERY`] of the restart.
+#[test]
+fn with_fail_safe_a_stopped_server_costs_no_error_and_no_body_run_for_cached_keys() {
+    let (_serial, setup) = setup();
+    let server = PgServer::shared();
+    if server.is_external() {
+        eprintln!("not run: this test stops the server, which it cannot do to TIERED_TEST_DATABASE_URL");
+        return;
+    }
+    block_on(async {
+        // Keys no other test gives a truth of its own.
+        for k in 100..120 {
+            assert_eq!(outage(k).await, k);
+        }
+        let runs = OUTAGE_RUNS.load(SeqCst);
+        server.stop().expect("stop the server");
+        let until = Instant::now() + Duration::from_secs(10);
+        let callers: Vec<_> = (0..4)
+            .map(|caller| {
+                tokio::spawn(async move {
+                    let mut calls = 0u64;
+                    while Instant::now() < until {
+                        let k = 100 + (calls * 7 + caller) % 20;
+                        // The body panics if it runs: its source of truth is down too.
+                        assert_eq!(outage(k).await, k);
+                        calls += 1;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    calls
+                })
+            })
+            .collect();
+        let mut calls = 0;
+        for caller in callers {
+            calls += caller.await.expect("no caller failed");
+        }
+        server.start_again().expect("start the server again");
+        assert_eq!(OUTAGE_RUNS.load(SeqCst), runs, "{calls} calls ran no body");
+        let took = within(RECOVERY, "L2 answers again", async || {
+            tiered::clear_l1();
+            with_outcome(outage(103)).await.1 == Outcome::L2Hit
+        })
+        .await;
+        eprintln!("{calls} calls in 10 s without the server; L2 hit {took:?} after the restart");
+        assert_eq!(setup.tombstones("outage").await, 0);
+    });
+}
+
+/// Item 7 of issue 12 with `fail_safe`, and the tags of issue 13: while this process is cut
+/// off, the other process invalidates a key and a tag; once the listener is back, neither
+/// old value is served here.
+#[test]
+fn after_a_partition_no_value_invalidated_meanwhile_is_served_fail_safe_or_tagged() {
+    let (_serial, setup) = setup();
+    block_on(async {
+        let mut other = setup.other_process();
+        set_truth(50, 500).await;
+        set_truth(51, 510).await;
+        set_truth(52, 520).await;
+        assert_eq!(outage(50).await, 500);
+        assert_eq!((grouped(51).await, grouped(52).await), (510, 520));
+        within(RECOVERY, "the listener is up", async || {
+            with_outcome(grouped(52)).await.1 == Outcome::L1Hit
+        })
+        .await;
+
+        setup.proxy.set_mode(ProxyMode::Refuse);
+        set_truth(50, 501).await;
+        set_truth(51, 511).await;
+        assert_eq!(other.ask("invalidate outage 50"), "done");
+        assert_eq!(other.ask("invalidate_tag group:1"), "done");
+
+        setup.proxy.set_mode(ProxyMode::Pass);
+        within(RECOVERY, "the listener is back", async || {
+            with_outcome(grouped(52)).await.1 == Outcome::L1Hit
+        })
+        .await;
+        let runs = GROUPED_RUNS.load(SeqCst);
+        assert_eq!(outage(50).await, 501, "the invalidated key's old value is never served");
+        assert_eq!(grouped(51).await, 511, "the invalidated tag's old value is never served");
+        assert_eq!(grouped(52).await, 520, "the other tag's entry is kept");
+        assert_eq!(GROUPED_RUNS.load(SeqCst), runs + 1);
     });
 }
