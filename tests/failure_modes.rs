@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use common::{block_on, query_i64, stats_of};
+use common::{block_on, eventually, query_i64, stats_of};
 use tiered::{tiered_cached, BackendError};
 use tiered_testkit::{FaultProxy, PgServer, ProxyMode};
 
@@ -46,6 +46,23 @@ fn setup() -> (MutexGuard<'static, ()>, &'static Setup) {
 }
 
 impl Setup {
+    /// Calls `call` (in an empty L1) until `function` has `rows` rows holding a value: the
+    /// listener reconnects as L2 comes back, and a computation its reconnection overlaps is
+    /// kept out of L2 (see `store`), so the first call after recovery may not write.
+    async fn written_again<F: std::future::Future<Output = u64>>(
+        &self,
+        function: &str,
+        rows: i64,
+        call: impl Fn() -> F,
+    ) {
+        eventually("L2 is written again after recovery", || async {
+            tiered::clear_l1();
+            call().await;
+            self.live_rows(function).await == rows
+        })
+        .await;
+    }
+
     /// Rows holding a value for `function`, read directly from the server (not via the proxy).
     async fn live_rows(&self, function: &str) -> i64 {
         query_i64(&format!(
@@ -84,12 +101,7 @@ fn l1_only_succeeds_with_the_server_down_and_uses_l2_again_once_it_is_back() {
             .expect("L1Only invalidation succeeds with L2 down");
 
         setup.proxy.set_mode(ProxyMode::Pass);
-        assert_eq!(lenient(2).await, 2);
-        assert_eq!(
-            setup.live_rows("lenient").await,
-            1,
-            "L2 is written again after recovery"
-        );
+        setup.written_again("lenient", 1, || lenient(2)).await;
         tiered::clear_l1();
         assert_eq!(lenient(2).await, 2);
         assert_eq!(stats_of("lenient").l2_hits, 1, "and read again");
@@ -130,8 +142,9 @@ fn error_mode_returns_the_backend_error_to_the_caller() {
         assert!(invalidate_all_strict().await.is_err());
 
         setup.proxy.set_mode(ProxyMode::Pass);
-        assert_eq!(strict(1).await.unwrap(), 1);
-        assert_eq!(setup.live_rows("strict").await, 1);
+        setup
+            .written_again("strict", 1, || async { strict(1).await.unwrap_or(0) })
+            .await;
         invalidate_strict(1).await.unwrap();
     });
 }
@@ -234,7 +247,8 @@ fn with_the_server_killed_and_restarted_mid_run_calls_never_fail() {
         assert_eq!(survives(2).await, 2, "miss computed without L2");
         server.start_again().expect("restart the server");
         assert_eq!(survives(3).await, 3);
-        assert_eq!(setup.live_rows("killed").await, 2, "rows for keys 1 and 3");
         assert_eq!(KILLED_RUNS.load(SeqCst), 3);
+        // Rows for keys 1 and 3.
+        setup.written_again("killed", 2, || survives(3)).await;
     });
 }

@@ -156,7 +156,9 @@ async fn listen(
     // Connected once a probe arrives, or at once if none could be sent (L2 is down): notices
     // of other processes are then taken on trust until the next probe, and nothing tells
     // what was missed, so every L1 is cleared.
-    let mut connected = !send_probe(settings, probe).await;
+    // A pooled connection that died with the server fails once; the second try takes another.
+    let sent = send_probe(settings, probe).await || send_probe(settings, probe).await;
+    let mut connected = !sent;
     if connected {
         // Unless the connection itself went meanwhile.
         answers(&client, settings.timeout).await?;
