@@ -1,8 +1,12 @@
-//! A large L2: the L2 hit with 10,000 rows in the table against the same hit with 10 million
-//! (each alternating with a raw prepared `SELECT` of the same rows), then ten sweeps of one
-//! million expired rows by the runtime's sweeper while 64 tasks keep reading: their p99 read
-//! latency during each sweep against a window just before it without one, and the table's
-//! size after each sweep.
+//! A large L2: the L2 hit with 10 million rows in the table against the same hit with 10,000
+//! (each alternating call by call with a raw prepared `SELECT` of the same rows), then ten
+//! sweeps of one million expired rows by the runtime's sweeper while 64 tasks keep reading:
+//! their p99 read latency during each sweep against a window just before it without one, and
+//! the table's size after each sweep.
+//!
+//! A process has one runtime, on one table: the small table is read by a second process (this
+//! benchmark again, `TIERED_BENCH_SMALL_TABLE` set), and the two take turns in slices of calls,
+//! so that the load of a shared machine falls on both alike.
 //!
 //! Rows beyond the benchmark's own are written with SQL (`INSERT … SELECT generate_series`)
 //! as the runtime writes them: a 32-byte SHA-256 id, the namespace, a function name, a value of
@@ -16,6 +20,8 @@ mod profile;
 #[path = "shared/results.rs"]
 mod results;
 
+use std::io::{BufRead, BufReader, Lines, Write};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +35,11 @@ const CONNECTIONS: usize = 8;
 const SMALL_TABLE: i64 = 10_000;
 /// Rows written per statement while the table grows, and rows expired per sweep.
 const CHUNK: i64 = 1_000_000;
-const L2_HIT_ROUNDS: usize = 20_000;
+/// Rounds of one slice of the L2 hit comparison, and slices of each table.
+const SLICE_ROUNDS: usize = 1_000;
+const SLICES: usize = 20;
+/// What the small table's process prints before each answer.
+const ANSWER: &str = "small table> ";
 /// Tasks reading during (and before) each sweep, each on its own share of the hot keys.
 const READERS: usize = 64;
 /// The window without a sweep, before each sweep.
@@ -102,11 +112,11 @@ impl Table {
     }
 }
 
-/// The L2 hit against the raw `SELECT` of the same rows, call by call.
+/// The L2 hit against the raw `SELECT` of the same rows, call by call, for one slice.
 fn l2_hit(runtime: &tokio::runtime::Runtime, pool: &Pool, rows: &RawRows) -> Value {
     alternating(
         runtime,
-        L2_HIT_ROUNDS,
+        SLICE_ROUNDS,
         Duration::ZERO,
         vec![
             ("tiered", boxed(|i| profile_from_l2(hot_id(i)))),
@@ -179,26 +189,21 @@ async fn one_sweep(table: &Table, first: i64) -> Value {
     })
 }
 
-fn main() {
-    let large_table = setting("TIERED_BENCH_L2_ROWS", 10_000_000);
-    let sweeps = setting("TIERED_BENCH_SWEEPS", 10);
-    let server = Server::start();
+/// A runtime on `table` of `server`, its rows for the hot keys written, and the raw `SELECT`
+/// of those rows.
+fn install(url: &str, table: &str) -> (tokio::runtime::Runtime, Pool, RawRows) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("a runtime");
-    let pool = runtime.block_on(async { l2_calls::pool(server.url(), CONNECTIONS) });
-    let table = Table {
-        name: tiered_testkit::unique_name("bench_large"),
-        pool: pool.clone(),
-    };
+    let pool = runtime.block_on(async { l2_calls::pool(url, CONNECTIONS) });
     runtime
         .block_on(
             tiered::Runtime::builder()
                 .postgres_pool(pool.clone())
-                .listen_url(server.url())
-                .table(&table.name)
+                .listen_url(url)
+                .table(table)
                 .l2_timeout(Duration::from_secs(5))
                 .sweep_interval(SWEEP_INTERVAL)
                 .install(),
@@ -209,43 +214,142 @@ fn main() {
             profile_from_l2(hot_id(i)).await;
         }
     });
-    let ids = runtime.block_on(row_ids(&pool, &table.name));
+    let ids = runtime.block_on(row_ids(&pool, table));
     assert_eq!(ids.len(), HOT_KEYS, "one L2 row per hot key");
     let rows = RawRows {
-        sql: format!("SELECT value FROM {} WHERE id = $1", table.name),
+        sql: format!("SELECT value FROM {table} WHERE id = $1"),
         ids,
     };
-    let vacuum = format!("VACUUM ANALYZE {}", table.name);
+    (runtime, pool, rows)
+}
+
+/// The small table's process: a slice of L2 hits for each line of its standard input.
+fn small_table_process(table: &str) {
+    let (runtime, pool, rows) = install(&given("POSTGRES"), table);
+    println!("{ANSWER}ready");
+    for _ in std::io::stdin().lines() {
+        println!("{ANSWER}{}", l2_hit(&runtime, &pool, &rows));
+    }
+    runtime.block_on(tiered::shutdown());
+}
+
+fn given(name: &str) -> String {
+    let name = format!("TIERED_BENCH_{name}");
+    std::env::var(&name).unwrap_or_else(|_| panic!("{name} is set by the parent process"))
+}
+
+/// The small table's process, driven a line at a time.
+struct SmallTable {
+    child: Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl SmallTable {
+    fn start(url: &str, table: &str) -> SmallTable {
+        let mut child = Command::new(std::env::current_exe().expect("this benchmark"))
+            .env("TIERED_BENCH_SMALL_TABLE", table)
+            .env("TIERED_BENCH_POSTGRES", url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the small table's process");
+        let stdout = BufReader::new(child.stdout.take().expect("its stdout")).lines();
+        let mut small = SmallTable { child, stdout };
+        assert_eq!(small.answer(), "ready");
+        small
+    }
+
+    fn answer(&mut self) -> String {
+        self.stdout
+            .by_ref()
+            .map(|line| line.expect("its output"))
+            .find_map(|line| line.strip_prefix(ANSWER).map(str::to_owned))
+            .expect("the small table's process ended")
+    }
+
+    fn slice(&mut self) -> Value {
+        let stdin = self.child.stdin.as_mut().expect("its stdin");
+        writeln!(stdin, "run").expect("a command to the small table's process");
+        serde_json::from_str(&self.answer()).expect("its figures")
+    }
+}
+
+impl Drop for SmallTable {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The median over slices of each slice's median, per kind of call.
+fn median_of_slices(slices: &[Value]) -> Value {
+    let of = |name: &str| {
+        let mut medians: Vec<f64> = slices
+            .iter()
+            .map(|slice| slice["median_ns"][name].as_f64().expect("a median"))
+            .collect();
+        medians.sort_unstable_by(f64::total_cmp);
+        medians[medians.len() / 2]
+    };
+    json!({
+        "slices": slices.len(),
+        "rounds_per_slice": SLICE_ROUNDS,
+        "median_ns": { "tiered": of("tiered"), "raw_select": of("raw_select") },
+    })
+}
+
+fn main() {
+    if let Ok(table) = std::env::var("TIERED_BENCH_SMALL_TABLE") {
+        return small_table_process(&table);
+    }
+    let large_table = setting("TIERED_BENCH_L2_ROWS", 10_000_000);
+    let sweeps = setting("TIERED_BENCH_SWEEPS", 10);
+    let server = Server::start();
+    let name = tiered_testkit::unique_name("bench_large");
+    let (runtime, pool, rows) = install(server.url(), &name);
+    let table = Table {
+        name,
+        pool: pool.clone(),
+    };
+    let small_name = tiered_testkit::unique_name("bench_small");
+    let mut small = SmallTable::start(server.url(), &small_name);
+    let small_table = Table {
+        name: small_name,
+        pool: pool.clone(),
+    };
 
     let own = HOT_KEYS as i64;
-    runtime.block_on(async {
-        table.write_rows(1, SMALL_TABLE - own, "1 day").await;
-        table.execute(&vacuum).await;
-    });
-    let small = l2_hit(&runtime, &pool, &rows);
-    let small_sizes = runtime.block_on(table.sizes());
-
     let grow_start = Instant::now();
     runtime.block_on(async {
-        let mut first = SMALL_TABLE - own + 1;
+        small_table.write_rows(1, SMALL_TABLE - own, "1 day").await;
+        small_table
+            .execute(&format!("VACUUM ANALYZE {}", small_table.name))
+            .await;
+        let mut first = 1;
         while first <= large_table - own {
             let last = (first + CHUNK - 1).min(large_table - own);
             let seconds = table.write_rows(first, last, "1 day").await;
             eprintln!("large_l2: rows {first}..={last} written in {seconds:.1} s");
             first = last + 1;
         }
-        table.execute(&vacuum).await;
+        table.execute(&format!("VACUUM ANALYZE {}", table.name)).await;
     });
     let grow_seconds = grow_start.elapsed().as_secs_f64();
-    let large = l2_hit(&runtime, &pool, &rows);
-    let large_sizes = runtime.block_on(table.sizes());
+    let (mut small_slices, mut large_slices) = (vec![], vec![]);
+    for _ in 0..SLICES {
+        large_slices.push(l2_hit(&runtime, &pool, &rows));
+        small_slices.push(small.slice());
+    }
+    drop(small);
+    let (small_sizes, large_sizes) =
+        runtime.block_on(async { (small_table.sizes().await, table.sizes().await) });
     results::record(
         "large_l2_hit",
         json!({
             "small_rows": SMALL_TABLE,
             "large_rows": large_table,
-            "small": small,
-            "large": large,
+            "small": median_of_slices(&small_slices),
+            "large": median_of_slices(&large_slices),
             "small_sizes": small_sizes,
             "large_sizes": large_sizes,
             "grow_seconds": grow_seconds,
