@@ -198,12 +198,15 @@ fn l2_hit(server: &Server, redis: &Redis) -> Value {
     figures
 }
 
-/// Calls of the workload's body, in this process.
+/// Calls of the workload's body in this process, and the time they took in all.
 static ORIGIN_CALLS: AtomicU64 = AtomicU64::new(0);
+static ORIGIN_NANOS: AtomicU64 = AtomicU64::new(0);
 
 async fn origin(id: u64) -> Profile {
-    ORIGIN_CALLS.fetch_add(1, Relaxed);
+    let start = Instant::now();
     tokio::time::sleep(BODY).await;
+    ORIGIN_CALLS.fetch_add(1, Relaxed);
+    ORIGIN_NANOS.fetch_add(u64::try_from(start.elapsed().as_nanos()).expect("short"), Relaxed);
     Profile::new(id)
 }
 
@@ -294,10 +297,10 @@ fn workload_process(implementation: &str) {
         }
     });
     let implementation = implementation.to_owned();
-    let halves: Vec<(Vec<Duration>, u64)> = runtime.block_on(async {
+    let halves: Vec<(Vec<Duration>, u64, u64)> = runtime.block_on(async {
         let mut halves = Vec::new();
         for half in 0..2_u64 {
-            let origin_before = ORIGIN_CALLS.load(Relaxed);
+            let (calls_before, nanos_before) = (ORIGIN_CALLS.load(Relaxed), ORIGIN_NANOS.load(Relaxed));
             let tasks: Vec<_> = (0..TASKS as u64)
                 .map(|task| {
                     let (moka, implementation) = (moka.clone(), implementation.clone());
@@ -325,7 +328,11 @@ fn workload_process(implementation: &str) {
             for task in tasks {
                 all.extend(task.await.expect("a workload task"));
             }
-            halves.push((all, ORIGIN_CALLS.load(Relaxed) - origin_before));
+            halves.push((
+                all,
+                ORIGIN_CALLS.load(Relaxed) - calls_before,
+                ORIGIN_NANOS.load(Relaxed) - nanos_before,
+            ));
         }
         halves
     });
@@ -333,7 +340,7 @@ fn workload_process(implementation: &str) {
         runtime.block_on(tiered::shutdown());
     }
     let [cold, warm] = [0, 1].map(|half| {
-        let (mut latencies, origin_calls) = halves[half].clone();
+        let (mut latencies, origin_calls, origin_nanos) = halves[half].clone();
         latencies.sort_unstable();
         let mean = latencies.iter().sum::<Duration>().as_nanos() as f64 / latencies.len() as f64;
         json!({
@@ -341,6 +348,7 @@ fn workload_process(implementation: &str) {
             "mean_ns": mean,
             "p99_ns": latencies[latencies.len() * 99 / 100].as_nanos() as f64,
             "origin_calls": origin_calls,
+            "origin_ns": origin_nanos,
         })
     });
     println!("{ANSWER}{}", json!({ "cold": cold, "warm": warm }));
@@ -387,6 +395,8 @@ fn workload(implementation: &str, server: &Server, redis: &Redis) -> Value {
             "mean_ns": answers.iter().map(|a| number(a, "mean_ns") * number(a, "calls")).sum::<f64>() / calls,
             "p99_ns": answers.iter().map(|a| number(a, "p99_ns")).fold(0.0, f64::max),
             "origin_calls": answers.iter().map(|a| number(a, "origin_calls")).sum::<f64>(),
+            // The body's own time, per call: the floor under every implementation's mean.
+            "origin_ns_per_call": answers.iter().map(|a| number(a, "origin_ns")).sum::<f64>() / calls,
         })
     };
     json!({ "cold": half("cold"), "warm": half("warm") })
@@ -429,6 +439,7 @@ fn main() {
                 "mean_ns": of(half, "mean_ns"),
                 "p99_ns": of(half, "p99_ns"),
                 "origin_calls": of(half, "origin_calls"),
+                "origin_ns_per_call": of(half, "origin_ns_per_call"),
                 "calls": of(half, "calls"),
             })
         };
