@@ -98,6 +98,8 @@ def machine(run):
         f"- {command('rustc', '--version')}, release profile (`cargo bench`)",
         f"- {postgres_version()} on loopback (throwaway cluster, fsync off)",
         f"- run {datetime.fromtimestamp(run.finished(), timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "- load average at its end (1, 5, 15 min): " + ", ".join(f"{load:.1f}" for load in os.getloadavg())
+        + f" on {os.cpu_count()} cores: other work shares this machine",
     ]
 
 
@@ -287,9 +289,9 @@ def large_l2(run):
     rows.append(["large ÷ small", f"{ratio('tiered'):.2f}×", f"{ratio('raw_select'):.2f}×", "", "", ""])
     lines = table(["rows in the table", "L2 hit (median of slice medians)", "raw prepared `SELECT`",
                    "tiered ÷ raw", "table", "indexes"], rows)
-    lines += ["", f"The {hit['large_rows']:,}-row table was written in {hit['grow_seconds']:.0f} s "
-              f"({hit['large']['slices']} slices of {hit['large']['rounds_per_slice']:,} rounds per table, "
-              "the two tables' processes taking turns)."]
+    lines += ["", f"Each table's process made {hit['large']['slices']} slices of "
+              f"{hit['large']['rounds_per_slice']:,} rounds, the two taking turns. Writing the "
+              f"{hit['large_rows']:,} rows took {hit['grow_seconds']:.0f} s."]
     figures = run.figures("large_l2_sweeps")
     if figures["sweeps"]:
         rows = []
