@@ -2,9 +2,9 @@
 # Runs every benchmark once, then rewrites the figures in BENCHMARKS.md and BENCHMARKS.png
 # from that run. Needs what the tests need (PostgreSQL's server binaries, and pgbench) and
 # redis-server (installed from Debian's packages when missing); starts its own throwaway
-# servers unless DATABASE_URL names one (many_processes always starts its own). Takes about
-# 45 minutes on 2 cores once built, most of it large_l2 (a 10M-row table and ten sweeps of
-# 1M rows).
+# servers unless DATABASE_URL names one (many_processes always starts its own). Took 25
+# minutes on 2 cores with the build, 16 of them in large_l2 (a 10M-row table and ten sweeps
+# of 1M rows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
