@@ -5,7 +5,8 @@
 //!   crate's Redis store (`AsyncRedisCache` behind `#[concurrent_cached]`) and a raw prepared
 //!   `SELECT`, timed call by call in turn;
 //! - a workload of two processes, each making Zipf(0.99) calls over 100,000 keys to a
-//!   function whose body takes 1 ms, through tiered (L1 of 10,000 + PostgreSQL L2), through
+//!   function whose body takes 1 ms, through tiered (L1 of 10,000 + PostgreSQL L2; writing
+//!   through, its default, and behind), through
 //!   `cached`'s Redis store, and through moka (10,000) in front of Redis by hand: latency per
 //!   call and calls of the body, from empty caches (the first half of the calls) and after
 //!   (the second half). The body sleeps 1 ms on tokio's timer (so 1–2 ms), as an origin that
@@ -50,7 +51,7 @@ const CALLS_PER_TASK: usize = 10_000;
 const BODY: Duration = Duration::from_millis(1);
 /// Each implementation's workload, run this many times in turn (each from empty caches).
 const REPEATS: usize = 3;
-const IMPLEMENTATIONS: [&str; 3] = ["tiered", "cached_redis", "moka_redis"];
+const IMPLEMENTATIONS: [&str; 4] = ["tiered", "tiered_behind", "cached_redis", "moka_redis"];
 /// Where a workload process writes its figures, one line.
 const ANSWER: &str = "workload> ";
 
@@ -215,6 +216,21 @@ async fn work_tiered(id: u64) -> Profile {
     origin(id).await
 }
 
+/// The same, returning before its L2 write.
+#[tiered_cached(l1_capacity = 10_000, write = "behind")]
+async fn work_tiered_behind(id: u64) -> Profile {
+    origin(id).await
+}
+
+/// How many calls each of tiered's tiers answered in this process so far.
+fn tiers() -> tiered::FunctionStats {
+    let mut all = tiered::FunctionStats::default();
+    for counts in tiered::stats().into_values() {
+        all += counts;
+    }
+    all
+}
+
 #[concurrent_cached(
     ty = "AsyncRedisCache<u64, Profile>",
     create = r##"{ AsyncRedisCache::builder(given("PREFIX")).connection_string(redis_url()).build().await.expect("cached's Redis store") }"##,
@@ -275,7 +291,7 @@ fn workload_process(implementation: &str) {
         .expect("a runtime");
     let moka = runtime.block_on(async {
         match implementation {
-            "tiered" => {
+            "tiered" | "tiered_behind" => {
                 let url = given("POSTGRES");
                 tiered::Runtime::builder()
                     .postgres_url(&url)
@@ -297,10 +313,11 @@ fn workload_process(implementation: &str) {
         }
     });
     let implementation = implementation.to_owned();
-    let halves: Vec<(Vec<Duration>, u64, u64)> = runtime.block_on(async {
+    let halves: Vec<(Vec<Duration>, u64, u64, Value)> = runtime.block_on(async {
         let mut halves = Vec::new();
         for half in 0..2_u64 {
             let (calls_before, nanos_before) = (ORIGIN_CALLS.load(Relaxed), ORIGIN_NANOS.load(Relaxed));
+            let tiers_before = tiers();
             let tasks: Vec<_> = (0..TASKS as u64)
                 .map(|task| {
                     let (moka, implementation) = (moka.clone(), implementation.clone());
@@ -312,6 +329,7 @@ fn workload_process(implementation: &str) {
                             let start = Instant::now();
                             match (implementation.as_str(), &moka) {
                                 ("tiered", _) => drop(work_tiered(id).await),
+                                ("tiered_behind", _) => drop(work_tiered_behind(id).await),
                                 ("cached_redis", _) => {
                                     drop(work_cached(id).await.expect("cached's Redis store"))
                                 }
@@ -328,19 +346,26 @@ fn workload_process(implementation: &str) {
             for task in tasks {
                 all.extend(task.await.expect("a workload task"));
             }
+            let tiers_after = tiers();
+            let answered = json!({
+                "l1_hits": tiers_after.l1_hits - tiers_before.l1_hits,
+                "l2_hits": tiers_after.l2_hits - tiers_before.l2_hits,
+                "coalesced": tiers_after.coalesced - tiers_before.coalesced,
+            });
             halves.push((
                 all,
                 ORIGIN_CALLS.load(Relaxed) - calls_before,
                 ORIGIN_NANOS.load(Relaxed) - nanos_before,
+                answered,
             ));
         }
         halves
     });
-    if implementation == "tiered" {
+    if implementation.starts_with("tiered") {
         runtime.block_on(tiered::shutdown());
     }
     let [cold, warm] = [0, 1].map(|half| {
-        let (mut latencies, origin_calls, origin_nanos) = halves[half].clone();
+        let (mut latencies, origin_calls, origin_nanos, answered) = halves[half].clone();
         latencies.sort_unstable();
         let mean = latencies.iter().sum::<Duration>().as_nanos() as f64 / latencies.len() as f64;
         json!({
@@ -349,6 +374,7 @@ fn workload_process(implementation: &str) {
             "p99_ns": latencies[latencies.len() * 99 / 100].as_nanos() as f64,
             "origin_calls": origin_calls,
             "origin_ns": origin_nanos,
+            "tiered": answered,
         })
     });
     println!("{ANSWER}{}", json!({ "cold": cold, "warm": warm }));
@@ -397,6 +423,9 @@ fn workload(implementation: &str, server: &Server, redis: &Redis) -> Value {
             "origin_calls": answers.iter().map(|a| number(a, "origin_calls")).sum::<f64>(),
             // The body's own time, per call: the floor under every implementation's mean.
             "origin_ns_per_call": answers.iter().map(|a| number(a, "origin_ns")).sum::<f64>() / calls,
+            // Calls tiered's L1 and L2 answered (zero for the others).
+            "l1_hits": answers.iter().map(|a| a[half]["tiered"]["l1_hits"].as_f64().expect("a count")).sum::<f64>(),
+            "l2_hits": answers.iter().map(|a| a[half]["tiered"]["l2_hits"].as_f64().expect("a count")).sum::<f64>(),
         })
     };
     json!({ "cold": half("cold"), "warm": half("warm") })
@@ -440,6 +469,8 @@ fn main() {
                 "p99_ns": of(half, "p99_ns"),
                 "origin_calls": of(half, "origin_calls"),
                 "origin_ns_per_call": of(half, "origin_ns_per_call"),
+                "l1_hits": of(half, "l1_hits"),
+                "l2_hits": of(half, "l2_hits"),
                 "calls": of(half, "calls"),
             })
         };

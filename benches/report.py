@@ -319,22 +319,28 @@ def against_redis(run):
     lines = table(["L2 hit, timed call by call in turn", "median", "tiered ÷ this"], rows)
     workload = run.figures("redis_workload")
     names = {"tiered": "`#[tiered_cached(l1_capacity = 10_000)]` (PostgreSQL L2)",
+             "tiered_behind": "the same, `write = \"behind\"`",
              "cached_redis": "`cached`'s Redis store (no L1)",
              "moka_redis": "by hand: moka (10,000) in front of Redis"}
     rows = []
     for half, when in [("cold", "from empty caches"), ("warm", "caches filled")]:
         ours = workload["median"]["tiered"][half]
         for name, label in names.items():
+            if name not in workload["median"]:
+                continue
             figures = workload["median"][name][half]
+            tiers = (f"{figures['l1_hits']:,.0f} / {figures['l2_hits']:,.0f}"
+                     if name.startswith("tiered") and "l1_hits" in figures else "")
             rows.append([when, label, duration(figures["mean_ns"]), duration(figures["p99_ns"]),
-                         f"{figures['origin_calls']:,.0f} of {figures['calls']:,.0f}",
+                         f"{figures['origin_calls']:,.0f} of {figures['calls']:,.0f}", tiers,
                          duration(figures["origin_ns_per_call"]), duration(beyond_body(figures)),
                          f"{ours['mean_ns'] / figures['mean_ns']:.2f}×",
                          f"{beyond_body(ours) / beyond_body(figures):.2f}×"])
     lines += [""] + table([f"workload: {workload['processes']} processes × {workload['tasks_per_process']} tasks, "
                            f"Zipf({workload['exponent']}) over {workload['keys']:,} keys, body "
                            f"{workload['body_ms']} ms (median of {workload['repeats']} runs)",
-                           "implementation", "mean per call", "p99", "body calls", "body's time per call",
+                           "implementation", "mean per call", "p99", "body calls", "tiered's L1 / L2 hits",
+                           "body's time per call",
                            "mean beyond the body", "tiered ÷ this, mean", "tiered ÷ this, beyond the body"], rows)
     return lines
 
@@ -394,8 +400,10 @@ def chart(run):
     panels.append(("workload, 2 processes, Zipf(0.99), 1 ms body: mean per call", "ms",
                    [(f"{name}, {when}", workload[bench][half]["mean_ns"] / 1e6, bench == "tiered")
                     for half, when in [("warm", "caches filled"), ("cold", "from empty")]
-                    for bench, name in [("tiered", "tiered (L1 + PostgreSQL)"), ("cached_redis", "cached + Redis"),
-                                        ("moka_redis", "moka + Redis by hand")]]))
+                    for bench, name in [("tiered", "tiered (L1 + PostgreSQL)"),
+                                        ("tiered_behind", "tiered, write behind"), ("cached_redis", "cached + Redis"),
+                                        ("moka_redis", "moka + Redis by hand")]
+                    if bench in workload]))
     steps = run.figures("many_processes")["steps"]
     panels.append(("invalidation until all listening processes evicted", "ms",
                    [(f"{step['listeners']} processes, {which}", step["all_evicted"][key], True)
