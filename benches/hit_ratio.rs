@@ -3,12 +3,15 @@
 
 #[path = "shared/results.rs"]
 mod results;
+#[path = "shared/zipf.rs"]
+mod zipf;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::LazyLock;
 
 use serde_json::json;
 use tiered::tiered_cached;
+use zipf::Zipf;
 
 const KEYS: usize = 1_000_000;
 const EXPONENT: f64 = 0.99;
@@ -16,40 +19,6 @@ const CAPACITY: usize = 10_000;
 /// Requests before counting, so every store starts the measured part full.
 const WARM_UP: usize = 1_000_000;
 const MEASURED: usize = 4_000_000;
-
-/// Zipf-distributed keys by inverse transform over the cumulative weights `1 / rank^EXPONENT`.
-struct Zipf {
-    cumulative: Vec<f64>,
-    rng: fastrand::Rng,
-}
-
-impl Zipf {
-    fn new(seed: u64) -> Self {
-        let mut total = 0.0;
-        let cumulative = (1..=KEYS)
-            .map(|rank| {
-                total += (rank as f64).powf(-EXPONENT);
-                total
-            })
-            .collect();
-        Zipf {
-            cumulative,
-            rng: fastrand::Rng::with_seed(seed),
-        }
-    }
-
-    fn trace(mut self, length: usize) -> Vec<u64> {
-        let total = *self.cumulative.last().expect("keys");
-        (0..length)
-            .map(|_| {
-                let target = self.rng.f64() * total;
-                // Ranks are scattered over the key space, as hot ids are in real data.
-                let rank = self.cumulative.partition_point(|&weight| weight < target) as u64;
-                rank.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            })
-            .collect()
-    }
-}
 
 /// Body executions of the memoized function being measured: one per miss.
 static MISSES: AtomicU64 = AtomicU64::new(0);
@@ -109,7 +78,7 @@ async fn hit_ratio<F: std::future::Future<Output = u64>>(trace: &[u64], lookup: 
 }
 
 fn main() {
-    let trace = Zipf::new(0x5eed).trace(WARM_UP + MEASURED);
+    let trace = Zipf::new(KEYS, EXPONENT, 0x5eed).trace(WARM_UP + MEASURED);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");

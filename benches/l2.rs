@@ -7,22 +7,23 @@
 //!
 //! The server is `$DATABASE_URL` if set, else a throwaway cluster (`tiered_testkit::PgServer`).
 
+#[path = "shared/l2_calls.rs"]
+mod l2_calls;
 #[path = "shared/profile.rs"]
 mod profile;
 #[path = "shared/results.rs"]
 mod results;
 
 use std::future::Future;
-use std::hint::black_box;
-use std::pin::Pin;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use l2_calls::{alternating, boxed, profile_from_l2, raw_select, row_ids, RawRows, Server};
 use profile::{hot_id, Profile, HOT_KEYS};
 use serde_json::json;
-use tiered::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tiered::deadpool_postgres::Pool;
 use tiered::tiered_cached;
 
 /// Pool size of the runtime, and pgbench's client count.
@@ -37,13 +38,6 @@ const SETTLE: Duration = Duration::from_micros(500);
 /// Calls of each kind in the latency measurements.
 const L2_HIT_ROUNDS: usize = 20_000;
 const MISS_ROUNDS: usize = 2_000;
-
-/// With room for one entry and calls rotating over [`HOT_KEYS`] keys, every call misses L1
-/// and is answered from L2.
-#[tiered_cached(l1_capacity = 1)]
-async fn profile_from_l2(id: u64) -> Profile {
-    Profile::new(id)
-}
 
 /// Spins for [`BODY`]: a body whose cost does not depend on the scheduler.
 fn body(id: u64) -> Profile {
@@ -68,89 +62,6 @@ async fn computed_write_behind(id: u64) -> Profile {
 fn fresh_key() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1 << 40);
     NEXT.fetch_add(1, Relaxed)
-}
-
-fn pool(url: &str) -> Pool {
-    let config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
-    let manager = Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(CONNECTIONS)
-        .build()
-        .expect("a pool")
-}
-
-/// The L2 ids of [`profile_from_l2`]'s rows, for the raw `SELECT`.
-async fn row_ids(pool: &Pool, table: &str) -> Vec<Vec<u8>> {
-    let client = pool.get().await.expect("a connection");
-    let rows = client
-        .query(
-            &format!("SELECT id FROM {table} WHERE function LIKE '%profile_from_l2'"),
-            &[],
-        )
-        .await
-        .expect("the row ids");
-    rows.iter().map(|row| row.get(0)).collect()
-}
-
-/// The baseline: one prepared `SELECT` of the row's value through the pool.
-async fn raw_select(pool: &Pool, sql: &str, id: &[u8]) -> Vec<u8> {
-    let client = pool.get().await.expect("a connection");
-    let statement = client.prepare_cached(sql).await.expect("a prepared statement");
-    let row = client.query_one(&statement, &[&id]).await.expect("the row");
-    row.get(0)
-}
-
-/// The raw `SELECT` of [`profile_from_l2`]'s rows: the statement and the rows' ids.
-struct RawRows {
-    sql: String,
-    ids: Vec<Vec<u8>>,
-}
-
-/// One way of making a call, timed by [`alternating`].
-type Call<'a> = Box<dyn FnMut(usize) -> Pin<Box<dyn Future<Output = ()> + 'a>> + 'a>;
-
-/// The median time of each call, made in turn (each once per round, for `rounds` rounds), so
-/// that drift of the machine during the run (other load, frequency) affects all alike. After
-/// each call `settle` passes untimed.
-fn alternating(
-    runtime: &tokio::runtime::Runtime,
-    rounds: usize,
-    settle: Duration,
-    calls: Vec<(&str, Call<'_>)>,
-) -> serde_json::Value {
-    let (names, mut calls): (Vec<&str>, Vec<Call<'_>>) = calls.into_iter().unzip();
-    let mut times = vec![Vec::with_capacity(rounds); calls.len()];
-    runtime.block_on(async {
-        for round in 0..rounds {
-            for (call, times) in calls.iter_mut().zip(&mut times) {
-                let start = Instant::now();
-                call(round).await;
-                times.push(start.elapsed());
-                std::thread::sleep(settle);
-            }
-        }
-    });
-    let medians = names.into_iter().zip(times).map(|(name, mut times)| {
-        times.sort_unstable();
-        (name.to_owned(), json!(times[times.len() / 2].as_nanos() as f64))
-    });
-    json!({ "rounds": rounds, "median_ns": serde_json::Map::from_iter(medians) })
-}
-
-fn boxed<'a, F: Future + 'a>(call: impl FnMut(usize) -> F + 'a) -> Call<'a> {
-    let mut call = call;
-    Box::new(move |i| {
-        let future = call(i);
-        Box::pin(async move {
-            black_box(future.await);
-        })
-    })
 }
 
 /// An L2 hit against the raw `SELECT` of the same rows, call by call.
@@ -325,26 +236,20 @@ fn block_on_all<F: Future>(runtime: &tokio::runtime::Runtime, calls: impl Iterat
 }
 
 fn main() {
-    let server = match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Err(url),
-        _ => Ok(tiered_testkit::PgServer::start().expect("a PostgreSQL server")),
-    };
-    let url = match &server {
-        Ok(server) => server.url().to_owned(),
-        Err(url) => url.clone(),
-    };
+    let server = Server::start();
+    let url = server.url();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("a runtime");
-    let pool = runtime.block_on(async { pool(&url) });
+    let pool = runtime.block_on(async { l2_calls::pool(url, CONNECTIONS) });
     let table = tiered_testkit::unique_name("bench");
     runtime
         .block_on(
             tiered::Runtime::builder()
                 .postgres_pool(pool.clone())
-                .listen_url(&url)
+                .listen_url(url)
                 .table(&table)
                 .l2_timeout(Duration::from_secs(5))
                 .install(),
@@ -366,7 +271,7 @@ fn main() {
     });
     results::record("l2_latency", latency);
     let pool_figures = runtime.block_on(pool_throughput(pool, rows));
-    let pgbench = pgbench_throughput(&url);
+    let pgbench = pgbench_throughput(url);
     runtime.block_on(tiered::shutdown());
     results::record(
         "l2_throughput",

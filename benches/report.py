@@ -98,6 +98,8 @@ def machine(run):
         f"- {command('rustc', '--version')}, release profile (`cargo bench`)",
         f"- {postgres_version()} on loopback (throwaway cluster, fsync off)",
         f"- run {datetime.fromtimestamp(run.finished(), timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "- load average at its end (1, 5, 15 min): " + ", ".join(f"{load:.1f}" for load in os.getloadavg())
+        + f" on {os.cpu_count()} cores: other work shares this machine",
     ]
 
 
@@ -122,6 +124,11 @@ def targets(run):
     plain = run.median_ns("l1_hit_newtype", "tiered_u64")
     rows.append(["L1 hit, `UserId(u64)` key", duration(newtype), "`u64` key, same run", duration(plain),
                  f"{newtype / plain:.2f}×", "≤ 1.1×", verdict(newtype / plain, 1.1)])
+    contended = run.figures("contended")
+    rows.append([f"L1 hit, {contended['threads']} threads (median of {contended['rounds']} alternating rounds)",
+                 duration(contended["tiered_ns"]), "by hand, same store, same rounds",
+                 duration(contended["quick_cache_ns"]), f"{contended['ratio_median']:.2f}×", "≤ 1.3×",
+                 verdict(contended["ratio_median"], 1.3)])
     tiered = run.median_ns("l1_hit_u64_contended", "tiered")
     cached = run.median_ns("l1_hit_u64_contended", "cached")
     rows.append(["L1 hit, 2 threads", duration(tiered), "`#[cached]`, 2 threads", duration(cached),
@@ -147,7 +154,50 @@ def targets(run):
     behind = run.median_ns("miss_path", "write_behind")
     rows.append(["miss, `write = \"behind\"`", duration(behind), "body, then raw `SELECT`", duration(floor),
                  f"{behind / floor:.2f}×", "≤ 1.05×", verdict(behind / floor, 1.05)])
+    rows += scale_targets(run)
     return table(["figure", "tiered", "baseline", "baseline's", "ratio", "target", ""], rows)
+
+
+def sweep_ratios(sweeps):
+    return [sweep["sweeping"]["p99_ns"] / sweep["quiet"]["p99_ns"] for sweep in sweeps]
+
+
+def median(values):
+    return sorted(values)[len(values) // 2]
+
+
+def scale_targets(run):
+    """The targets of issue 14: a large L2, many processes, against Redis."""
+    rows = []
+    large = run.figures("large_l2_hit")
+    big, small = large["large"]["median_ns"]["tiered"], large["small"]["median_ns"]["tiered"]
+    rows.append([f"L2 hit, {large['large_rows']:,} rows", duration(big), f"{large['small_rows']:,} rows",
+                 duration(small), f"{big / small:.2f}×", "≤ 1.2×", verdict(big / small, 1.2)])
+    sweeps = run.figures("large_l2_sweeps")["sweeps"]
+    if sweeps:
+        ratios = sweep_ratios(sweeps)
+        during = median([sweep["sweeping"]["p99_ns"] for sweep in sweeps])
+        quiet = median([sweep["quiet"]["p99_ns"] for sweep in sweeps])
+        rows.append([f"p99 of 64 readers while 1M expired rows are swept (median of {len(sweeps)} sweeps)",
+                     duration(during), "p99 just before each sweep", duration(quiet),
+                     f"{median(ratios):.2f}× (worst {max(ratios):.2f}×)", "≤ 2×", verdict(median(ratios), 2)])
+    steps = run.figures("many_processes")["steps"]
+    last = steps[-1]
+    rows.append([f"invalidation seen by all {last['listeners']} other processes, median",
+                 f"{last['all_evicted']['median_ms']:.2f} ms", "goal", "5 ms", "—", "< 5 ms",
+                 "met" if last["all_evicted"]["median_ms"] < 5 else "**missed**"])
+    rows.append([f"invalidation seen by all {last['listeners']} other processes, max",
+                 f"{last['all_evicted']['max_ms']:.1f} ms", "goal", "100 ms", "—", "< 100 ms",
+                 "met" if last["all_evicted"]["max_ms"] < 100 else "**missed**"])
+    workload = run.figures("redis_workload")["median"]
+    for half, when in [("cold", "from empty caches"), ("warm", "caches filled")]:
+        tiered, cached = workload["tiered"][half]["mean_ns"], workload["cached_redis"][half]["mean_ns"]
+        rows.append([f"workload mean per call, {when}", duration(tiered), "`cached` with Redis", duration(cached),
+                     f"{tiered / cached:.2f}×", "≤ 0.5×", verdict(tiered / cached, 0.5)])
+        ours, theirs = beyond_body(workload["tiered"][half]), beyond_body(workload["cached_redis"][half])
+        rows.append([f"workload mean per call beyond the body, {when}", duration(ours), "`cached` with Redis",
+                     duration(theirs), f"{ours / theirs:.2f}×", "(≤ 0.5×)", verdict(ours / theirs, 0.5)])
+    return rows
 
 
 def latencies(run):
@@ -226,40 +276,154 @@ def throughput(run):
     return table([f"throughput, {pool['seconds']} s each", "per second", ""], rows)
 
 
+def large_l2(run):
+    hit = run.figures("large_l2_hit")
+    rows = []
+    for size in ("small", "large"):
+        medians = hit[size]["median_ns"]
+        rows.append([f"{hit[size + '_rows']:,}", duration(medians["tiered"]), duration(medians["raw_select"]),
+                     f"{medians['tiered'] / medians['raw_select']:.2f}×",
+                     f"{hit[size + '_sizes']['table_bytes'] / 2**20:,.0f} MiB",
+                     f"{hit[size + '_sizes']['index_bytes'] / 2**20:,.0f} MiB"])
+    ratio = lambda name: hit["large"]["median_ns"][name] / hit["small"]["median_ns"][name]
+    rows.append(["large ÷ small", f"{ratio('tiered'):.2f}×", f"{ratio('raw_select'):.2f}×", "", "", ""])
+    lines = table(["rows in the table", "L2 hit (median of slice medians)", "raw prepared `SELECT`",
+                   "tiered ÷ raw", "table", "indexes"], rows)
+    lines += ["", f"Each table's process made {hit['large']['slices']} slices of "
+              f"{hit['large']['rounds_per_slice']:,} rounds, the two taking turns. Writing the "
+              f"{hit['large_rows']:,} rows took {hit['grow_seconds']:.0f} s."]
+    figures = run.figures("large_l2_sweeps")
+    if figures["sweeps"]:
+        rows = []
+        for number, sweep in enumerate(figures["sweeps"], 1):
+            rows.append([number, duration(sweep["quiet"]["p99_ns"]), duration(sweep["sweeping"]["p99_ns"]),
+                         f"{sweep['sweeping']['p99_ns'] / sweep['quiet']['p99_ns']:.2f}×",
+                         duration(sweep["quiet"]["p50_ns"]), duration(sweep["sweeping"]["p50_ns"]),
+                         f"{sweep['write_seconds']:.0f} s", f"{sweep['sweep_seconds']:.0f} s",
+                         f"{sweep['after']['table_bytes'] / 2**20:,.0f} MiB",
+                         f"{sweep['after']['index_bytes'] / 2**20:,.0f} MiB"])
+        lines += [""] + table(["sweep", "p99, 5 s before", "p99 during", "ratio", "p50 before", "p50 during",
+                               "1M expired rows written", "swept in", "table after", "indexes after"], rows)
+        lines += ["", f"{figures['readers']} tasks reading L2 hits throughout; backend errors: "
+                  f"{figures['backend_errors']}."]
+    return lines
+
+
+def against_redis(run):
+    hit = run.figures("redis_l2_hit")["median_ns"]
+    names = {"tiered": "`#[tiered_cached(l1_capacity = 1)]`, L1 missed (PostgreSQL)",
+             "raw_get": "raw Redis `GET` of the same bytes (one multiplexed connection)",
+             "cached_redis": "`cached`'s `AsyncRedisCache` behind `#[concurrent_cached]`",
+             "raw_select": "raw prepared `SELECT`, same pool"}
+    rows = [[names[name], duration(hit[name]), f"{hit['tiered'] / hit[name]:.2f}×"] for name in names]
+    lines = table(["L2 hit, timed call by call in turn", "median", "tiered ÷ this"], rows)
+    workload = run.figures("redis_workload")
+    names = {"tiered": "`#[tiered_cached(l1_capacity = 10_000)]` (PostgreSQL L2)",
+             "tiered_behind": "the same, `write = \"behind\"`",
+             "cached_redis": "`cached`'s Redis store (no L1)",
+             "moka_redis": "by hand: moka (10,000) in front of Redis"}
+    rows = []
+    for half, when in [("cold", "from empty caches"), ("warm", "caches filled")]:
+        ours = workload["median"]["tiered"][half]
+        for name, label in names.items():
+            if name not in workload["median"]:
+                continue
+            figures = workload["median"][name][half]
+            tiers = (f"{figures['l1_hits']:,.0f} / {figures['l2_hits']:,.0f}"
+                     if name.startswith("tiered") and "l1_hits" in figures else "")
+            rows.append([when, label, duration(figures["mean_ns"]), duration(figures["p99_ns"]),
+                         f"{figures['origin_calls']:,.0f} of {figures['calls']:,.0f}", tiers,
+                         duration(figures["origin_ns_per_call"]), duration(beyond_body(figures)),
+                         f"{ours['mean_ns'] / figures['mean_ns']:.2f}×",
+                         f"{beyond_body(ours) / beyond_body(figures):.2f}×"])
+    lines += [""] + table([f"workload: {workload['processes']} processes × {workload['tasks_per_process']} tasks, "
+                           f"Zipf({workload['exponent']}) over {workload['keys']:,} keys, body "
+                           f"{workload['body_ms']} ms (median of {workload['repeats']} runs)",
+                           "implementation", "mean per call", "p99", "body calls", "tiered's L1 / L2 hits",
+                           "body's time per call",
+                           "mean beyond the body", "tiered ÷ this, mean", "tiered ÷ this, beyond the body"], rows)
+    return lines
+
+
+def beyond_body(figures):
+    """The mean per call less the body's own time per call: what the caching costs."""
+    return figures["mean_ns"] - figures["origin_ns_per_call"]
+
+
+def many_processes(run):
+    figures = run.figures("many_processes")
+    rows = [[step["listeners"], f"{step['all_evicted']['median_ms']:.2f} ms", f"{step['all_evicted']['p90_ms']:.2f} ms",
+             f"{step['all_evicted']['max_ms']:.1f} ms", f"{step['each_evicted']['median_ms']:.2f} ms",
+             f"{step['call']['median_ms']:.2f} ms", f"{step['call']['p90_ms']:.2f} ms", f"{step['call']['max_ms']:.1f} ms"]
+            for step in figures["steps"]]
+    return table(["listening processes", "all evicted: median", "p90", "max", "each process: median",
+                  "invalidating call: median", "p90", "max"], rows)
+
+
 def chart(run):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [
-        ("L1 hit, u64 key, 1 thread", "l1_hit_u64",
-         ["tiered", "quick_cache", "cached", "mini_moka_foldhash", "mini_moka", "moka_future", "value_clone"]),
-        ("L1 hit, u64 key, 2 threads (wall/hit)", "l1_hit_u64_contended",
-         ["tiered", "quick_cache", "cached", "mini_moka_foldhash", "mini_moka", "moka_future"]),
-        ("L2 hit", "l2_hit", ["tiered", "raw_select"]),
-        ("miss path", "miss_path", ["write_behind", "write_through", "body_and_raw_select", "body_alone"]),
-    ]
     labels = {"quick_cache": "by hand, quick_cache", "cached": "#[cached]", "mini_moka": "by hand, mini-moka",
               "mini_moka_foldhash": "by hand, mini-moka+foldhash", "moka_future": "by hand, moka future",
               "value_clone": "value clone alone", "raw_select": "raw prepared SELECT",
               "write_behind": "tiered, write behind", "write_through": "tiered, write through",
               "body_alone": "body alone", "body_and_raw_select": "body, then raw SELECT",
               "tiered": "tiered"}
-    figure, axes = plt.subplots(len(panels), 1, figsize=(8, 9), constrained_layout=True)
-    for axis, (title, group, benches) in zip(axes, panels):
-        values = [run.median_ns(group, bench) / (1000 if group in ("l2_hit", "miss_path") else 1)
-                  for bench in benches]
-        colours = ["#d95f02" if bench.startswith(("tiered", "write_")) else "#7570b3" for bench in benches]
-        bars = axis.barh([labels[bench] for bench in benches], values, color=colours)
-        axis.bar_label(bars, fmt="%.0f", padding=3, fontsize=8)
+    # Each panel: title, unit, and (label, value, is tiered's) bars.
+    panels = []
+    for title, group, benches in [
+        ("L1 hit, u64 key, 1 thread", "l1_hit_u64",
+         ["tiered", "quick_cache", "cached", "mini_moka_foldhash", "mini_moka", "moka_future", "value_clone"]),
+        ("L1 hit, u64 key, 2 threads (wall/hit)", "l1_hit_u64_contended",
+         ["tiered", "quick_cache", "cached", "mini_moka_foldhash", "mini_moka", "moka_future"]),
+        ("L2 hit", "l2_hit", ["tiered", "raw_select"]),
+        ("miss path", "miss_path", ["write_behind", "write_through", "body_and_raw_select", "body_alone"]),
+    ]:
+        micro = group in ("l2_hit", "miss_path")
+        panels.append((title, "µs (median)" if micro else "ns (median)",
+                       [(labels[bench], run.median_ns(group, bench) / (1000 if micro else 1),
+                         bench.startswith(("tiered", "write_"))) for bench in benches]))
+    large = run.figures("large_l2_hit")
+    panels.append(("L2 hit by table size", "µs (median)",
+                   [(f"{name}, {large[size + '_rows']:,} rows", large[size]["median_ns"][bench] / 1000, bench == "tiered")
+                    for bench, name in [("tiered", "tiered"), ("raw_select", "raw SELECT")]
+                    for size in ("small", "large")]))
+    hit = run.figures("redis_l2_hit")["median_ns"]
+    panels.append(("L2 hit: PostgreSQL against Redis", "µs (median)",
+                   [(name, hit[bench] / 1000, bench == "tiered")
+                    for bench, name in [("tiered", "tiered (PostgreSQL)"), ("raw_select", "raw SELECT"),
+                                        ("cached_redis", "cached's Redis store"), ("raw_get", "raw Redis GET")]]))
+    workload = run.figures("redis_workload")["median"]
+    panels.append(("workload, 2 processes, Zipf(0.99), 1 ms body: mean per call", "ms",
+                   [(f"{name}, {when}", workload[bench][half]["mean_ns"] / 1e6, bench == "tiered")
+                    for half, when in [("warm", "caches filled"), ("cold", "from empty")]
+                    for bench, name in [("tiered", "tiered (L1 + PostgreSQL)"),
+                                        ("tiered_behind", "tiered, write behind"), ("cached_redis", "cached + Redis"),
+                                        ("moka_redis", "moka + Redis by hand")]
+                    if bench in workload]))
+    steps = run.figures("many_processes")["steps"]
+    panels.append(("invalidation until all listening processes evicted", "ms",
+                   [(f"{step['listeners']} processes, {which}", step["all_evicted"][key], True)
+                    for step in steps for which, key in [("median", "median_ms"), ("max", "max_ms")]]))
+
+    heights = [max(1.2, 0.28 * len(bars) + 0.6) for _, _, bars in panels]
+    figure, axes = plt.subplots(len(panels), 1, figsize=(8, sum(heights) + 0.6), constrained_layout=True,
+                                gridspec_kw={"height_ratios": heights})
+    for axis, (title, unit, bars) in zip(axes, panels):
+        values = [value for _, value, _ in bars]
+        colours = ["#d95f02" if ours else "#7570b3" for _, _, ours in bars]
+        drawn = axis.barh([label for label, _, _ in bars], values, color=colours)
+        axis.bar_label(drawn, fmt="%.3g", padding=3, fontsize=8)
         axis.invert_yaxis()
         axis.set_title(title, fontsize=10, loc="left")
-        axis.set_xlabel("µs (median)" if group in ("l2_hit", "miss_path") else "ns (median)", fontsize=8)
-        axis.set_xlim(0, max(values) * 1.15)
+        axis.set_xlabel(unit, fontsize=8)
+        axis.set_xlim(0, max(values) * 1.18)
         axis.tick_params(labelsize=8)
     figure.suptitle("tiered vs the baselines, one run (lower is better)", fontsize=11)
-    figure.savefig(CHART, dpi=110)
+    figure.savefig(CHART, dpi=100)
 
 
 def main():
@@ -271,6 +435,9 @@ def main():
         "### The L1 store", *stores(run), "",
         "### L2 throughput", *throughput(run), "",
         "### Heap", *footprint(run), "",
+        "### A large L2", *large_l2(run), "",
+        "### Against Redis", *against_redis(run), "",
+        "### Many processes: invalidation (100 per step)", *many_processes(run), "",
         "![tiered vs the baselines](BENCHMARKS.png)",
     ]
     document = DOCUMENT.read_text()

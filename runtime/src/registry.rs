@@ -149,6 +149,11 @@ impl Registry {
                 cache.evict_remote(&notice.notice);
             }
         }
+        // When each process evicted: what a cross-process delay is measured by.
+        tracing::trace!(
+            function = notice.function,
+            "tiered: applied an invalidation notice"
+        );
     }
 }
 
