@@ -455,8 +455,16 @@ fn after_a_partition_no_value_invalidated_meanwhile_is_served_fail_safe_or_tagge
         })
         .await;
         let runs = GROUPED_RUNS.load(SeqCst);
-        assert_eq!(outage(50).await, 501, "the invalidated key's old value is never served");
-        assert_eq!(grouped(51).await, 511, "the invalidated tag's old value is never served");
+        assert_eq!(
+            outage(50).await,
+            501,
+            "the invalidated key's old value is never served"
+        );
+        assert_eq!(
+            grouped(51).await,
+            511,
+            "the invalidated tag's old value is never served"
+        );
         assert_eq!(grouped(52).await, 520, "the other tag's entry is kept");
         assert_eq!(GROUPED_RUNS.load(SeqCst), runs + 1);
     });
