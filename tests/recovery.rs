@@ -124,16 +124,9 @@ async fn invalidate(name: &str, k: u64) {
 #[test]
 #[ignore = "the other process of the recovery tests, which start it themselves"]
 fn other_process() {
-    let url = std::env::var(URL_VAR).expect("started by a recovery test");
-    let table = std::env::var(TABLE_VAR).expect("started by a recovery test");
     block_on(async {
+        let (url, table) = common::install_from_env(URL_VAR, TABLE_VAR).await;
         connect_truth(&url, &table).await;
-        tiered::Runtime::builder()
-            .postgres_url(&url)
-            .table(&table)
-            .install()
-            .await
-            .expect("the other process installs");
         println!("{OTHER}ready");
         for line in std::io::stdin().lines() {
             let line = line.expect("stdin");

@@ -121,16 +121,9 @@ fn a_tag_invalidates_its_entries_in_every_function_and_process_and_clear_all_emp
 #[test]
 #[ignore = "the other process of the tag test, which starts it itself"]
 fn other_process() {
-    let url = std::env::var(URL_VAR).expect("started by the tag test");
-    let table = std::env::var(TABLE_VAR).expect("started by the tag test");
     MARKER.store(1_000_000, SeqCst);
     block_on(async {
-        tiered::Runtime::builder()
-            .postgres_url(&url)
-            .table(&table)
-            .install()
-            .await
-            .expect("the other process installs");
+        common::install_from_env(URL_VAR, TABLE_VAR).await;
         let before = all().await;
         println!("{OTHER}cached {before:?} after {} runs", RUNS.load(SeqCst));
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -100,6 +100,20 @@ pub async fn eventually<F: Future<Output = bool>>(what: &str, mut done: impl FnM
     }
 }
 
+/// In a test binary's other process: installs the runtime on the server and table that its
+/// test passed in `url_var` and `table_var`, and returns them.
+pub async fn install_from_env(url_var: &str, table_var: &str) -> (String, String) {
+    let url = std::env::var(url_var).unwrap_or_else(|_| panic!("{url_var}: started by a test"));
+    let table = std::env::var(table_var).unwrap_or_else(|_| panic!("{table_var}: started by a test"));
+    Runtime::builder()
+        .postgres_url(&url)
+        .table(&table)
+        .install()
+        .await
+        .expect("the other process installs");
+    (url, table)
+}
+
 /// This test binary running one of its ignored tests as another process, which may read
 /// commands from its standard input and answers in lines of its standard output that start
 /// with a prefix; killed when dropped.

@@ -310,6 +310,16 @@ impl Origin {
     }
 }
 
+/// `spec` with a 2 s TTL, refreshed past half of it.
+fn eager<R>(spec: Spec<u64, R>) -> Spec<u64, R> {
+    Spec {
+        l1_ttl: Some(Duration::from_secs(2)),
+        l2_ttl: Some(Duration::from_secs(2)),
+        eager_refresh: Some(0.5),
+        ..spec
+    }
+}
+
 /// A call of a function with `eager_refresh`, as the generated code makes it.
 async fn call_eager(
     cache: &'static FnCache<u64, Key, u64>,
@@ -335,15 +345,7 @@ async fn call_eager(
 #[tokio::test]
 async fn a_hit_past_the_eager_refresh_point_answers_at_once_and_refreshes_once_in_the_background() {
     let world = World::new();
-    let f = cache(
-        world.process(),
-        Spec {
-            l1_ttl: Some(Duration::from_secs(2)),
-            l2_ttl: Some(Duration::from_secs(2)),
-            eager_refresh: Some(0.5),
-            ..spec(L1_ONLY)
-        },
-    );
+    let f = cache(world.process(), eager(spec(L1_ONLY)));
     let origin = Origin::new();
     assert_eq!(call_eager(f, 1, &origin, 1).await, 1);
     world.mock.advance(Duration::from_millis(900));
@@ -374,13 +376,10 @@ async fn a_hit_past_the_eager_refresh_point_answers_at_once_and_refreshes_once_i
 #[tokio::test]
 async fn an_eager_refresh_takes_a_value_another_process_refreshed_from_l2() {
     let world = World::new();
-    let spec = || Spec {
-        l1_ttl: Some(Duration::from_secs(2)),
-        l2_ttl: Some(Duration::from_secs(2)),
-        eager_refresh: Some(0.5),
-        ..spec(L1_ONLY)
-    };
-    let (a, b) = (cache(world.process(), spec()), cache(world.process(), spec()));
+    let (a, b) = (
+        cache(world.process(), eager(spec(L1_ONLY))),
+        cache(world.process(), eager(spec(L1_ONLY))),
+    );
     let origin = Origin::new();
     assert_eq!(call_eager(a, 1, &origin, 1).await, 1);
     assert_eq!(call_eager(b, 1, &origin, 1).await, 1, "from L2");
@@ -501,15 +500,7 @@ async fn past_the_hard_timeout_every_waiting_caller_is_answered_and_the_body_run
 #[tokio::test]
 async fn a_failed_eager_refresh_serves_nothing_stale_and_pauses_before_the_next() {
     let world = World::new();
-    let f = cache(
-        world.process(),
-        Spec {
-            l1_ttl: Some(Duration::from_secs(2)),
-            l2_ttl: Some(Duration::from_secs(2)),
-            eager_refresh: Some(0.5),
-            ..fail_safe(ANSWER_L1_ONLY)
-        },
-    );
+    let f = cache(world.process(), eager(fail_safe(ANSWER_L1_ONLY)));
     let origin = Origin::new();
     let key = || Parts((1u64,));
     assert_eq!(call(f, 1, origin.answer(1)).await, Ok(1));

@@ -26,6 +26,25 @@ async fn call_tagged(
     }
 }
 
+/// Starts computing key 1 of `f`, tagged `user:1`, with a body held until the returned gate
+/// opens; returns the caller's task.
+async fn held_tagged(f: &'static FnCache<u64, Key, u64>) -> (tokio::task::JoinHandle<u64>, Arc<Notify>) {
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let task = tokio::spawn({
+        let (started, release) = (started.clone(), release.clone());
+        async move {
+            call_tagged(f, 1, &["user:1"], async move {
+                started.notify_one();
+                release.notified().await;
+                7
+            })
+            .await
+        }
+    });
+    started.notified().await;
+    (task, release)
+}
+
 #[tokio::test]
 async fn a_tag_invalidates_its_entries_in_every_function_and_process_and_nothing_else() {
     let world = World::new();
@@ -74,19 +93,7 @@ async fn a_computation_overtaken_by_its_tags_invalidation_stores_nowhere() {
     let world = World::new();
     let process = world.process();
     let f = named(process, "f");
-    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let computing = tokio::spawn({
-        let (started, release) = (started.clone(), release.clone());
-        async move {
-            call_tagged(f, 1, &["user:1"], async move {
-                started.notify_one();
-                release.notified().await;
-                7
-            })
-            .await
-        }
-    });
-    started.notified().await;
+    let (computing, release) = held_tagged(f).await;
     invalidate_tag_in(process, "user:1").await.unwrap();
     release.notify_one();
     assert_eq!(computing.await.unwrap(), 7, "its own caller gets it");
@@ -144,19 +151,7 @@ async fn a_caller_after_a_tag_invalidation_does_not_join_a_computation_from_befo
     let world = World::new();
     let process = world.process();
     let f = named(process, "f");
-    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let before = tokio::spawn({
-        let (started, release) = (started.clone(), release.clone());
-        async move {
-            call_tagged(f, 1, &["user:1"], async move {
-                started.notify_one();
-                release.notified().await;
-                7
-            })
-            .await
-        }
-    });
-    started.notified().await;
+    let (before, release) = held_tagged(f).await;
     invalidate_tag_in(process, "user:1").await.unwrap();
     assert_eq!(
         call_tagged(f, 1, &["user:1"], async { 8 }).await,
