@@ -4,45 +4,24 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
-use common::{block_on, eventually, query_i64, stats_of};
+use common::{block_on, eventually, query_i64, stats_of, Proxied as Setup};
 use tiered::{tiered_cached, BackendError};
-use tiered_testkit::{FaultProxy, PgServer, ProxyMode};
+use tiered_testkit::{PgServer, ProxyMode};
 
 const L2_TIMEOUT: Duration = Duration::from_millis(500);
 
-struct Setup {
-    proxy: FaultProxy,
-    table: String,
-}
-
-/// The runtime is installed through a proxy, so tests can take the server away. Tests share
-/// it and switch its mode, so they run one at a time.
+/// The runtime is installed through a proxy, so tests can take the server away.
 fn setup() -> (MutexGuard<'static, ()>, &'static Setup) {
-    static LOCK: Mutex<()> = Mutex::new(());
-    static SETUP: OnceLock<Setup> = OnceLock::new();
-    let guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    let setup = SETUP.get_or_init(|| {
-        let server = PgServer::shared();
-        let proxy = block_on(FaultProxy::start(server.host_port())).expect("start the proxy");
-        let table = tiered_testkit::unique_name("t");
-        block_on(
-            tiered::Runtime::builder()
-                .postgres_url(proxy.url_for(server.url()))
-                .table(&table)
-                .l2_timeout(L2_TIMEOUT)
-                .retry_base_delay(Duration::from_millis(20))
-                .retry_max_delay(Duration::from_millis(200))
-                .breaker_threshold(u32::MAX) // the breaker has its own tests
-                .install(),
-        )
-        .expect("install through the proxy");
-        Setup { proxy, table }
-    });
-    setup.proxy.set_mode(ProxyMode::Pass);
-    (guard, setup)
+    Setup::shared(|builder| {
+        builder
+            .l2_timeout(L2_TIMEOUT)
+            .retry_base_delay(Duration::from_millis(20))
+            .retry_max_delay(Duration::from_millis(200))
+            .breaker_threshold(u32::MAX) // the breaker has its own tests
+    })
 }
 
 impl Setup {

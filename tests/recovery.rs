@@ -8,12 +8,12 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{block_on, query_i64, stats_of, OtherProcess};
+use common::{block_on, query_i64, stats_of, OtherProcess, Proxied as Setup};
 use tiered::{tiered_cached, with_outcome, Outcome};
-use tiered_testkit::{FaultProxy, PgServer, ProxyMode};
+use tiered_testkit::{PgServer, ProxyMode};
 
 const URL_VAR: &str = "TIERED_RECOVERY_URL";
 const TABLE_VAR: &str = "TIERED_RECOVERY_TABLE";
@@ -150,39 +150,18 @@ fn other_process() {
     });
 }
 
-struct Setup {
-    proxy: FaultProxy,
-    table: String,
-}
-
-/// The runtime of this process, installed through the proxy; the tests share it and switch
-/// the proxy (or stop the server), so they run one at a time.
+/// The runtime of this process, installed through the proxy.
 fn setup() -> (MutexGuard<'static, ()>, &'static Setup) {
-    static LOCK: Mutex<()> = Mutex::new(());
-    static SETUP: OnceLock<Setup> = OnceLock::new();
-    let guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    let setup = SETUP.get_or_init(|| {
-        let server = PgServer::shared();
-        let proxy = block_on(FaultProxy::start(server.host_port())).expect("start the proxy");
-        let table = tiered_testkit::unique_name("t");
-        block_on(async {
-            connect_truth(server.url(), &table).await;
-            tiered::Runtime::builder()
-                .postgres_url(proxy.url_for(server.url()))
-                .table(&table)
-                .l2_timeout(Duration::from_millis(500))
-                // No L1 entry is served while the listener is away: an L1 hit then says it
-                // is back, and that its entry survived the reconnection.
-                .max_stale_while_disconnected(Duration::ZERO)
-                // Long enough that only the listener's return can close the breaker in time.
-                .breaker_cooldown(Duration::from_secs(30), Duration::from_secs(60))
-                .install()
-                .await
-        })
-        .expect("install through the proxy");
-        Setup { proxy, table }
+    let (guard, setup) = Setup::shared(|builder| {
+        builder
+            .l2_timeout(Duration::from_millis(500))
+            // No L1 entry is served while the listener is away: an L1 hit then says it is
+            // back, and that its entry survived the reconnection.
+            .max_stale_while_disconnected(Duration::ZERO)
+            // Long enough that only the listener's return can close the breaker in time.
+            .breaker_cooldown(Duration::from_secs(30), Duration::from_secs(60))
     });
-    setup.proxy.set_mode(ProxyMode::Pass);
+    block_on(connect_truth(PgServer::shared().url(), &setup.table));
     (guard, setup)
 }
 

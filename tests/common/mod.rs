@@ -9,7 +9,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tiered::{BackendError, Runtime, RuntimeBuilder};
-use tiered_testkit::PgServer;
+use tiered_testkit::{FaultProxy, PgServer, ProxyMode};
 
 /// One multi-threaded runtime for every test of a binary: pooled connections are bound to the
 /// runtime that opened them, so tests must not each bring their own.
@@ -97,6 +97,37 @@ pub async fn eventually<F: Future<Output = bool>>(what: &str, mut done: impl FnM
     while !done().await {
         assert!(Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A test binary's runtime installed through a fault proxy, so its tests can take the server
+/// away; they share it and switch the proxy (or stop the server), so they run one at a time.
+pub struct Proxied {
+    pub proxy: FaultProxy,
+    pub table: String,
+}
+
+impl Proxied {
+    /// The binary's runtime, installed on first use with the options `configure` adds, and the
+    /// lock that runs its tests one at a time; the proxy passes traffic.
+    pub fn shared(
+        configure: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
+    ) -> (MutexGuard<'static, ()>, &'static Proxied) {
+        static LOCK: Mutex<()> = Mutex::new(());
+        static SHARED: OnceLock<Proxied> = OnceLock::new();
+        let guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        let shared = SHARED.get_or_init(|| {
+            let server = PgServer::shared();
+            let proxy = block_on(FaultProxy::start(server.host_port())).expect("start the proxy");
+            let table = tiered_testkit::unique_name("t");
+            let builder = Runtime::builder()
+                .postgres_url(proxy.url_for(server.url()))
+                .table(&table);
+            block_on(configure(builder).install()).expect("install through the proxy");
+            Proxied { proxy, table }
+        });
+        shared.proxy.set_mode(ProxyMode::Pass);
+        (guard, shared)
     }
 }
 
