@@ -10,56 +10,26 @@ mod memoized;
 mod profile;
 #[path = "shared/results.rs"]
 mod results;
+#[path = "shared/threads.rs"]
+mod threads;
 
 use std::future::Future;
-use std::hint::black_box;
-use std::sync::Barrier;
-use std::time::{Duration, Instant};
 
 use memoized::{by_hand, tiered_fns};
 use profile::{hot_id, HOT_KEYS};
 use serde_json::json;
+use threads::{current_thread, threads_together};
 
 /// One per core of the benchmark machine.
 const THREADS: usize = 2;
 const ROUNDS: usize = 21;
 const HITS_PER_THREAD: usize = 1_000_000;
 
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a current-thread runtime")
-}
-
 /// Wall time per hit of [`THREADS`] threads started together, each making
 /// [`HITS_PER_THREAD`] hits from its own offset in the hot keys: the slower thread's time
 /// over all hits.
 fn wall_per_hit<F: Future>(lookup: &(impl Fn(usize) -> F + Sync)) -> f64 {
-    let start = Barrier::new(THREADS);
-    let slowest = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..THREADS)
-            .map(|thread| {
-                let start = &start;
-                scope.spawn(move || {
-                    let runtime = current_thread();
-                    let offset = thread * HOT_KEYS / THREADS;
-                    start.wait();
-                    let began = Instant::now();
-                    runtime.block_on(async {
-                        for i in offset..offset + HITS_PER_THREAD {
-                            black_box(lookup(i).await);
-                        }
-                    });
-                    began.elapsed()
-                })
-            })
-            .collect();
-        threads
-            .into_iter()
-            .map(|thread| thread.join().expect("a benchmark thread"))
-            .max()
-            .unwrap_or(Duration::ZERO)
-    });
+    let slowest = threads_together(THREADS, HITS_PER_THREAD, lookup);
     slowest.as_nanos() as f64 / (THREADS * HITS_PER_THREAD) as f64
 }
 

@@ -5,25 +5,21 @@
 mod memoized;
 #[path = "shared/profile.rs"]
 mod profile;
+#[path = "shared/threads.rs"]
+mod threads;
 
 use std::future::Future;
 use std::hint::black_box;
-use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use memoized::{by_hand, cached_fns, hot_email, hot_triple, tiered_fns};
 use profile::{hot_id, Profile, HOT_KEYS};
+use threads::{current_thread, threads_together};
 
 /// Threads of the contended benchmarks: one per core of the benchmark machine.
 const THREADS: usize = 2;
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a current-thread runtime")
-}
 
 /// Calls `lookup` once per hot key, so every later call is a hit.
 fn fill<F: Future>(lookup: &impl Fn(usize) -> F) {
@@ -58,31 +54,7 @@ fn contended_hits<F: Future>(
     group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let per_thread = iters.div_ceil(THREADS as u64) as usize;
-            let start = Barrier::new(THREADS);
-            std::thread::scope(|scope| {
-                let threads: Vec<_> = (0..THREADS)
-                    .map(|thread| {
-                        let (lookup, start) = (&lookup, &start);
-                        scope.spawn(move || {
-                            let runtime = current_thread();
-                            let offset = thread * HOT_KEYS / THREADS;
-                            start.wait();
-                            let began = Instant::now();
-                            runtime.block_on(async {
-                                for i in offset..offset + per_thread {
-                                    black_box(lookup(i).await);
-                                }
-                            });
-                            began.elapsed()
-                        })
-                    })
-                    .collect();
-                threads
-                    .into_iter()
-                    .map(|thread| thread.join().expect("a benchmark thread"))
-                    .max()
-                    .unwrap_or(Duration::ZERO)
-            })
+            threads_together(THREADS, per_thread, &lookup)
         })
     });
 }

@@ -64,22 +64,6 @@ fn fresh_key() -> u64 {
     NEXT.fetch_add(1, Relaxed)
 }
 
-/// An L2 hit against the raw `SELECT` of the same rows, call by call.
-fn l2_hit(runtime: &tokio::runtime::Runtime, pool: &Pool, rows: &RawRows) -> serde_json::Value {
-    alternating(
-        runtime,
-        L2_HIT_ROUNDS,
-        Duration::ZERO,
-        vec![
-            ("tiered", boxed(|i| profile_from_l2(hot_id(i)))),
-            (
-                "raw_select",
-                boxed(|i| raw_select(pool, &rows.sql, &rows.ids[i % HOT_KEYS])),
-            ),
-        ],
-    )
-}
-
 /// One miss at a time, each with a fresh key, against the body alone and against the body
 /// followed by one raw `SELECT` (the floor of a miss). The untimed [`SETTLE`] after each call
 /// lets a write-behind finish off the clock, as between the calls of a caller that is not
@@ -266,7 +250,7 @@ fn main() {
     });
 
     let latency = json!({
-        "l2_hit": l2_hit(&runtime, &pool, &rows),
+        "l2_hit": l2_calls::l2_hit(&runtime, &pool, &rows, L2_HIT_ROUNDS),
         "miss_path": miss_path(&runtime, &pool, &rows),
     });
     results::record("l2_latency", latency);

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use l2_calls::{alternating, boxed, profile_from_l2, raw_select, row_ids, RawRows, Server};
+use l2_calls::{profile_from_l2, row_ids, RawRows, Server};
 use profile::{hot_id, HOT_KEYS};
 use serde_json::{json, Value};
 use tiered::deadpool_postgres::Pool;
@@ -110,22 +110,6 @@ impl Table {
             format!("SELECT count(*) FROM (SELECT 1 FROM {table} WHERE expires_at < now() LIMIT 1) one");
         self.number(&sql).await > 0
     }
-}
-
-/// The L2 hit against the raw `SELECT` of the same rows, call by call, for one slice.
-fn l2_hit(runtime: &tokio::runtime::Runtime, pool: &Pool, rows: &RawRows) -> Value {
-    alternating(
-        runtime,
-        SLICE_ROUNDS,
-        Duration::ZERO,
-        vec![
-            ("tiered", boxed(|i| profile_from_l2(hot_id(i)))),
-            (
-                "raw_select",
-                boxed(|i| raw_select(pool, &rows.sql, &rows.ids[i % HOT_KEYS])),
-            ),
-        ],
-    )
 }
 
 /// [`READERS`] tasks making L2 hits until `stop` is set: each call's latency.
@@ -228,7 +212,10 @@ fn small_table_process(table: &str) {
     let (runtime, pool, rows) = install(&given("POSTGRES"), table);
     println!("{ANSWER}ready");
     for _ in std::io::stdin().lines() {
-        println!("{ANSWER}{}", l2_hit(&runtime, &pool, &rows));
+        println!(
+            "{ANSWER}{}",
+            l2_calls::l2_hit(&runtime, &pool, &rows, SLICE_ROUNDS)
+        );
     }
     runtime.block_on(tiered::shutdown());
 }
@@ -337,7 +324,7 @@ fn main() {
     let grow_seconds = grow_start.elapsed().as_secs_f64();
     let (mut small_slices, mut large_slices) = (vec![], vec![]);
     for _ in 0..SLICES {
-        large_slices.push(l2_hit(&runtime, &pool, &rows));
+        large_slices.push(l2_calls::l2_hit(&runtime, &pool, &rows, SLICE_ROUNDS));
         small_slices.push(small.slice());
     }
     drop(small);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{block_on, eventually, query_i64, stats_of, Proxied as Setup};
 use tiered::{tiered_cached, BackendError};
-use tiered_testkit::{PgServer, ProxyMode};
+use tiered_testkit::ProxyMode;
 
 const L2_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -214,11 +214,9 @@ async fn survives(id: u64) -> u64 {
 #[test]
 fn with_the_server_killed_and_restarted_mid_run_calls_never_fail() {
     let (_serial, setup) = setup();
-    let server = PgServer::shared();
-    if server.is_external() {
-        eprintln!("not run: this test stops the server, which it cannot do to TIERED_TEST_DATABASE_URL");
+    let Some(server) = common::stoppable_server() else {
         return;
-    }
+    };
     block_on(async {
         assert_eq!(survives(1).await, 1);
         server.stop().expect("stop the server");

@@ -238,11 +238,9 @@ async fn invalidated_while_away(setup: &Setup, function: &str, away: impl FnOnce
 #[test]
 fn an_invalidation_made_while_the_server_is_down_is_replayed_once_it_is_back() {
     let (_serial, setup) = setup();
-    let server = PgServer::shared();
-    if server.is_external() {
-        eprintln!("not run: this test stops the server, which it cannot do to TIERED_TEST_DATABASE_URL");
+    let Some(server) = common::stoppable_server() else {
         return;
-    }
+    };
     // A failure while it is stopped must not leave it stopped for the other tests.
     struct StartedAgain(&'static PgServer);
     impl Drop for StartedAgain {
@@ -353,11 +351,9 @@ fn the_breaker_closes_within_seconds_of_the_server_returning() {
 #[test]
 fn with_fail_safe_a_stopped_server_costs_no_error_and_no_body_run_for_cached_keys() {
     let (_serial, setup) = setup();
-    let server = PgServer::shared();
-    if server.is_external() {
-        eprintln!("not run: this test stops the server, which it cannot do to TIERED_TEST_DATABASE_URL");
+    let Some(server) = common::stoppable_server() else {
         return;
-    }
+    };
     block_on(async {
         // Keys no other test gives a truth of its own.
         for k in 100..120 {

@@ -125,3 +125,24 @@ pub fn boxed<'a, F: Future + 'a>(call: impl FnMut(usize) -> F + 'a) -> Call<'a> 
         })
     })
 }
+
+/// An L2 hit against the raw `SELECT` of the same rows, call by call, over `rounds` rounds.
+pub fn l2_hit(
+    runtime: &tokio::runtime::Runtime,
+    pool: &Pool,
+    rows: &RawRows,
+    rounds: usize,
+) -> serde_json::Value {
+    alternating(
+        runtime,
+        rounds,
+        Duration::ZERO,
+        vec![
+            ("tiered", boxed(|i| profile_from_l2(super::profile::hot_id(i)))),
+            (
+                "raw_select",
+                boxed(|i| raw_select(pool, &rows.sql, &rows.ids[i % super::profile::HOT_KEYS])),
+            ),
+        ],
+    )
+}

@@ -1,5 +1,4 @@
-//! Invalidations that span functions: `invalidate_tag` and `clear_all`, in both tiers and
-//! every process.
+//! Invalidations that span functions: `invalidate_tag` and `clear_all`, in every tier and process.
 
 use crate::error::BackendError;
 use crate::process::{Process, PROCESS};

@@ -1,5 +1,4 @@
-//! Tags: the names an entry is invalidated by across functions, their digests, and this
-//! process's record of which were invalidated.
+//! Tags: the names entries of any function are invalidated by, and what this process knows of them.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;

@@ -131,6 +131,17 @@ impl Proxied {
     }
 }
 
+/// The harness's server, for a test that stops it; `None` (said on stderr) when it is
+/// `TIERED_TEST_DATABASE_URL`'s, which a test must not stop.
+pub fn stoppable_server() -> Option<&'static PgServer> {
+    let server = PgServer::shared();
+    if server.is_external() {
+        eprintln!("not run: this test stops the server, which it cannot do to TIERED_TEST_DATABASE_URL");
+        return None;
+    }
+    Some(server)
+}
+
 /// In a test binary's other process: installs the runtime on the server and table that its
 /// test passed in `url_var` and `table_var`, and returns them.
 pub async fn install_from_env(url_var: &str, table_var: &str) -> (String, String) {
