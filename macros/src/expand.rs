@@ -7,7 +7,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{parse_quote, Attribute, FnArg, Ident, Signature, Token, Type, TypePath};
 
-use crate::validate::{Backend, Cached, Key, OnFailure, Write};
+use crate::validate::{borrows, Backend, Cached, Key, OnFailure, Write};
 
 /// What an invalid input becomes: the item as written, so IDEs keep working, and the errors.
 pub(crate) fn fallback(item: TokenStream, errors: darling::Error) -> TokenStream {
@@ -313,19 +313,6 @@ fn referent(ty: &Type) -> &Type {
         Type::Reference(reference) => &reference.elem,
         ty => ty,
     }
-}
-
-/// Whether a type holds a reference or a lifetime anywhere.
-fn borrows(ty: &Type) -> bool {
-    use quote::ToTokens;
-    fn any(tokens: TokenStream) -> bool {
-        tokens.into_iter().any(|token| match token {
-            proc_macro2::TokenTree::Punct(punct) => matches!(punct.as_char(), '&' | '\''),
-            proc_macro2::TokenTree::Group(group) => any(group.stream()),
-            _ => false,
-        })
-    }
-    any(ty.to_token_stream())
 }
 
 /// A type without the parentheses and invisible groups around it.

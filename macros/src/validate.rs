@@ -248,6 +248,31 @@ pub(crate) fn validate(args: TokenStream, item: TokenStream) -> darling::Result<
             );
         }
     }
+    // These run the body in a task of its own, which cannot borrow from the caller.
+    let detached = [("timeout", &args.timeout), ("hard_timeout", &args.hard_timeout)]
+        .into_iter()
+        .find_map(|(option, lit)| lit.as_ref().map(|_| option))
+        .or(args.eager_refresh.as_ref().map(|_| "eager_refresh"));
+    if let Some(option) = detached {
+        if let Some(receiver) = receiver.as_ref().filter(|receiver| borrows(&receiver.ty)) {
+            errors.push(
+                Error::custom(format!(
+                    "`{option}` runs the fn's body in a task of its own, which cannot borrow `self`: take \
+                     `self: Arc<Self>` (or `self` by value) instead"
+                ))
+                .with_span(receiver),
+            );
+        }
+        for arg in arguments.iter().filter(|arg| borrows(&arg.ty)) {
+            errors.push(
+                Error::custom(format!(
+                    "`{option}` runs the fn's body in a task of its own, which cannot borrow its arguments: take \
+                     this one owned (e.g. `String` for `&str`)"
+                ))
+                .with_span(&arg.ty),
+            );
+        }
+    }
     let key = match &args.key {
         None => Some(Key::Arguments(sig.paren_token.span.join())),
         Some(lit) => errors.handle(custom_key(lit)),
@@ -873,4 +898,17 @@ mod tests {
         assert!(borrowed(&parse_quote!(&'static str)).is_none());
         assert!(borrowed(&parse_quote!(Arc<dyn Fn(&u8) + Send + Sync>)).is_none());
     }
+}
+
+/// Whether a type holds a reference or a lifetime anywhere.
+pub(crate) fn borrows(ty: &Type) -> bool {
+    use quote::ToTokens;
+    fn any(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|token| match token {
+            proc_macro2::TokenTree::Punct(punct) => matches!(punct.as_char(), '&' | '\''),
+            proc_macro2::TokenTree::Group(group) => any(group.stream()),
+            _ => false,
+        })
+    }
+    any(ty.to_token_stream())
 }
