@@ -789,6 +789,19 @@ fn borrowed(ty: &Type) -> Option<Span> {
     }
 }
 
+/// Whether a type holds a reference or a lifetime anywhere.
+pub(crate) fn borrows(ty: &Type) -> bool {
+    use quote::ToTokens;
+    fn any(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|token| match token {
+            proc_macro2::TokenTree::Punct(punct) => matches!(punct.as_char(), '&' | '\''),
+            proc_macro2::TokenTree::Group(group) => any(group.stream()),
+            _ => false,
+        })
+    }
+    any(ty.to_token_stream())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -898,17 +911,4 @@ mod tests {
         assert!(borrowed(&parse_quote!(&'static str)).is_none());
         assert!(borrowed(&parse_quote!(Arc<dyn Fn(&u8) + Send + Sync>)).is_none());
     }
-}
-
-/// Whether a type holds a reference or a lifetime anywhere.
-pub(crate) fn borrows(ty: &Type) -> bool {
-    use quote::ToTokens;
-    fn any(tokens: TokenStream) -> bool {
-        tokens.into_iter().any(|token| match token {
-            proc_macro2::TokenTree::Punct(punct) => matches!(punct.as_char(), '&' | '\''),
-            proc_macro2::TokenTree::Group(group) => any(group.stream()),
-            _ => false,
-        })
-    }
-    any(ty.to_token_stream())
 }
